@@ -1,0 +1,36 @@
+# dataselect: `make demo` runs the pipeline on the built-in example, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A CPU build of torch; a plain `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+DEMO ?= demo
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e '.[embed,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dataselect example $(DEMO)/data --limit 2000
+	$(BIN)/dataselect embed $(DEMO)/data $(DEMO)/embed --embedder minilm
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench/embed.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .ruff_cache

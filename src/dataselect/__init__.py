@@ -1,0 +1,25 @@
+"""dataselect: pick a small, diverse, high-value subset of a large training corpus.
+
+The Python API mirrors the command line: each stage is a function over dataset folders.
+"""
+
+from __future__ import annotations
+
+from dataselect.embed.stage import EmbedConfig, embed
+from dataselect.errors import DataError, DataselectError, UsageError
+from dataselect.io.sources import open_input
+from dataselect.manifest import Manifest, read_manifest
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "DataselectError",
+    "EmbedConfig",
+    "Manifest",
+    "UsageError",
+    "__version__",
+    "embed",
+    "open_input",
+    "read_manifest",
+]

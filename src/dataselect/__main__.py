@@ -1,0 +1,3 @@
+from dataselect.cli.main import main
+
+main()

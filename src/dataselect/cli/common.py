@@ -1,0 +1,59 @@
+"""Shared command-line plumbing: error lines and exit codes, --json summaries."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from dataselect.errors import DataselectError
+
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an OUTPUT made with other settings.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no log lines.")]
+JsonSummary = Annotated[
+    bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    print(f"dataselect: error: {message}", file=sys.stderr, flush=True)
+    return typer.Exit(code)
+
+
+def run_command(debug: bool, action: Callable[[], Any]) -> Any:
+    """Run ``action``; turn errors into one stderr line and the documented exit code."""
+    try:
+        return action()
+    except DataselectError as exc:
+        if debug:
+            raise
+        raise fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        print("dataselect: interrupted; rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    except MemoryError:
+        if debug:
+            raise
+        raise fail("out of memory (try a smaller --batch-size)", 1) from None
+    except Exception as exc:  # a bug: say so, briefly, unless --debug
+        if debug:
+            raise
+        raise fail(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            1,
+        ) from None
+
+
+def emit_summary(summary: dict[str, Any], as_json: bool, quiet: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    elif not quiet:
+        line = ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict)))
+        print(line, file=sys.stderr)

@@ -1,0 +1,170 @@
+"""The `dataselect` command: a thin layer over the Python API (one function per command)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dataselect import __version__
+from dataselect.cli.common import (
+    Debug,
+    JsonSummary,
+    Overwrite,
+    Quiet,
+    Seed,
+    emit_summary,
+    fail,
+    run_command,
+)
+
+app = typer.Typer(
+    name="dataselect",
+    help=(
+        "Pick a small, diverse, high-value subset of a large training corpus.\n\n"
+        "Stages read and write folders of Parquet shards: embed -> cluster -> score -> sample. "
+        "Exit codes: 0 ok, 1 data or runtime error, 2 usage error."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"dataselect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    pass
+
+
+EMBED_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect embed data/ runs/embed --embedder minilm\n\n"
+    "  dataselect embed corpus.jsonl runs/embed --embedder hashing --text-column body\n\n"
+    "  dataselect embed t0.parquet runs/embed --template '{prompt}\\n{completion}'\n\n"
+    "  dataselect embed vectors/ runs/embed --vector-column emb --id-column doc_id\n\n"
+    "INPUT is a Parquet file, folder or glob, JSONL file(s), a datasets save_to_disk "
+    "folder, or another stage's folder. OUTPUT gets part-NNNNN.parquet shards (id, "
+    "embedding) and _manifest.json; input shard i becomes output shard i. "
+    "A rerun skips finished shards."
+)
+
+
+@app.command(epilog=EMBED_EPILOG)
+def embed(
+    input: Annotated[str, typer.Argument(help="Input data: folder, file, glob or stage folder.")],
+    output: Annotated[Path, typer.Argument(help="Output stage folder.")],
+    embedder: Annotated[
+        str,
+        typer.Option(
+            "--embedder",
+            "-e",
+            help="minilm: all-MiniLM-L6-v2 (needs the 'embed' extra). "
+            "hashing: hashed word and byte n-grams, no model, fast.",
+        ),
+    ] = "minilm",
+    text_column: Annotated[
+        str, typer.Option("--text-column", "-t", help="Column holding the text.")
+    ] = "text",
+    template: Annotated[
+        str | None,
+        typer.Option(
+            help="Build the text from several columns, e.g. '{prompt}\\n{completion}' "
+            "(\\n and \\t are understood).",
+        ),
+    ] = None,
+    vector_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Take precomputed vectors from this list column (validated, normalised)."
+        ),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Column with unique row ids \\[default: 'id' if present, else '<file>:<row>']."
+        ),
+    ] = None,
+    dim: Annotated[
+        int | None,
+        typer.Option(
+            help="hashing: output dimension \\[default: 384]. --vector-column: required dimension."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="minilm: texts per forward pass.")] = 64,
+    device: Annotated[
+        str, typer.Option(help="minilm: auto (GPU when there is one), cpu or cuda.")
+    ] = "auto",
+    shard_rows: Annotated[
+        int, typer.Option(help="Cut large Parquet inputs along row groups into shards of ~N rows.")
+    ] = 100_000,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Embed every row: write (id, embedding) shards of unit-norm float32 vectors."""
+    from dataselect.embed.stage import EmbedConfig
+    from dataselect.embed.stage import embed as embed_stage
+    from dataselect.embed.text import unescape_template
+
+    config = EmbedConfig(
+        embedder=embedder,
+        text_column=text_column,
+        template=unescape_template(template) if template else None,
+        vector_column=vector_column,
+        id_column=id_column,
+        dim=dim,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        shard_rows=shard_rows,
+    )
+    result = run_command(
+        debug, lambda: embed_stage(input, output, config, overwrite=overwrite, quiet=quiet)
+    )
+    emit_summary(result.summary(), json_summary, quiet)
+
+
+EXAMPLE_EPILOG = """[bold]Example[/bold]
+
+  dataselect example demo/data && dataselect embed demo/data demo/embed"""
+
+
+@app.command(epilog=EXAMPLE_EPILOG)
+def example(
+    output: Annotated[Path, typer.Argument(help="Folder to write the example corpus into.")],
+    shards: Annotated[int, typer.Option(help="Number of Parquet files to write.")] = 4,
+    limit: Annotated[int | None, typer.Option(help="Keep only the first N docstrings.")] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Write the built-in example corpus: the installed Python standard library's docstrings.
+
+    Columns: id (module:qualname), text, module, kind. Needs no network.
+    """
+    from dataselect.example import write_example
+
+    if shards < 1:
+        raise fail("--shards must be at least 1", 2)
+    rows = run_command(debug, lambda: write_example(output, shards=shards, limit=limit))
+    if not quiet:
+        print(f"wrote {rows:,} docstrings in {shards} shards to {output}", file=sys.stderr)
+
+
+def main() -> None:
+    app()

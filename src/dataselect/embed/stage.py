@@ -1,0 +1,171 @@
+"""The embed stage: rows -> (id, embedding) with unit-norm float32 vectors, shard by shard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from dataselect.embed.text import TextSpec
+from dataselect.embed.vectors import check_vector_column, first_vector_dim, normalised_vectors
+from dataselect.errors import UsageError
+from dataselect.io.ids import batch_ids, check_unique, id_type, resolve_id_column
+from dataselect.io.sources import DEFAULT_SHARD_ROWS, InputDataset, InputShard, open_input
+from dataselect.stage import StageResult, run_stage
+
+EMBEDDERS = ("minilm", "hashing")
+READ_ROWS = 8192  # rows per read batch, per encode call and per output row group
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def identity(self) -> dict[str, object]: ...
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class EmbedConfig:
+    """Options of ``dataselect embed`` (see its --help)."""
+
+    embedder: str = "minilm"
+    text_column: str = "text"
+    template: str | None = None
+    vector_column: str | None = None
+    id_column: str | None = None
+    dim: int | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    seed: int = 0
+    shard_rows: int = DEFAULT_SHARD_ROWS
+
+    def check(self) -> None:
+        if self.vector_column is None and self.embedder not in EMBEDDERS:
+            raise UsageError(f"--embedder must be one of {', '.join(EMBEDDERS)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError("--device must be auto, cpu or cuda")
+        if self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
+        if self.dim is not None and self.dim < 1:
+            raise UsageError("--dim must be at least 1")
+        if self.embedder == "minilm" and self.dim not in (None, 384) and not self.vector_column:
+            raise UsageError("--dim: the minilm embedder has dimension 384")
+
+
+def make_embedder(config: EmbedConfig) -> Embedder:
+    if config.embedder == "hashing":
+        from dataselect.embed.hashing import HashingEmbedder
+
+        return HashingEmbedder(dim=config.dim or 384, seed=config.seed)
+    from dataselect.embed.minilm import MiniLMEmbedder
+
+    return MiniLMEmbedder(device=config.device, batch_size=config.batch_size)
+
+
+class EmbedStage:
+    """Per shard: read ids and text (or vectors), write id + embedding."""
+
+    name = "embed"
+
+    def __init__(self, dataset: InputDataset, config: EmbedConfig) -> None:
+        config.check()
+        self.config = config
+        self.id_column = resolve_id_column(dataset, config.id_column)
+        self.embedder: Embedder | None = None
+        self.text: TextSpec | None = None
+        if config.vector_column is not None:
+            fixed = check_vector_column(dataset, config.vector_column)
+            found = fixed or first_vector_dim(dataset, config.vector_column)
+            if config.dim is not None and found != config.dim:
+                raise UsageError(
+                    f"--dim {config.dim}: column '{config.vector_column}' holds vectors of "
+                    f"dimension {found}"
+                )
+            self.dim = found
+            value_columns = [config.vector_column]
+        else:
+            self.text = TextSpec(config.text_column, config.template)
+            self.text.validate(dataset)
+            self.embedder = make_embedder(config)
+            self.dim = self.embedder.dim
+            value_columns = self.text.columns
+        self.columns = list(
+            dict.fromkeys(([self.id_column] if self.id_column else []) + value_columns)
+        )
+        self.schema = pa.schema(
+            [
+                pa.field("id", id_type(dataset, self.id_column), nullable=False),
+                pa.field("embedding", pa.list_(pa.float32(), self.dim), nullable=False),
+            ]
+        )
+
+    def params(self) -> dict[str, Any]:
+        """Everything that decides the output bytes (compared on resume)."""
+        params = asdict(self.config)
+        params["id_column"] = self.id_column
+        params["dim"] = self.dim
+        if self.embedder is None:
+            params.update(embedder="precomputed", batch_size=None, device=None)
+        else:
+            params.update(self.embedder.identity())
+            if self.embedder.name == "hashing":
+                params.update(batch_size=None, device=None)
+        return params
+
+    def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
+        offset = 0
+        seen: list[pa.Array] = []
+        for batch in shard.iter_batches(self.columns, batch_rows=READ_ROWS):
+            ids = batch_ids(batch, shard, offset, self.id_column)
+            seen.append(ids)
+            if self.text is not None and self.embedder is not None:
+                vectors = self.embedder.embed(self.text.texts(batch, shard, offset))
+            else:
+                assert self.config.vector_column is not None
+                vectors = normalised_vectors(
+                    batch.column(self.config.vector_column),
+                    self.dim,
+                    shard,
+                    offset,
+                    self.config.vector_column,
+                )
+            offset += batch.num_rows
+            yield pa.RecordBatch.from_arrays(
+                [ids, pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), self.dim)],
+                schema=self.schema,
+            )
+        if seen:
+            check_unique(pa.concat_arrays(seen), shard)
+
+
+def embed(
+    input: str | Path,
+    output: str | Path,
+    config: EmbedConfig | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> StageResult:
+    """Embed every row of ``input`` into the stage folder ``output``; returns what it did."""
+    config = config or EmbedConfig()
+    config.check()
+    dataset = open_input(input, shard_rows=config.shard_rows)
+    if dataset.rows == 0:
+        from dataselect.errors import DataError
+
+        raise DataError(f"{input}: the input has no rows")
+    stage = EmbedStage(dataset, config)
+    return run_stage(
+        stage,
+        dataset,
+        output,
+        params=stage.params(),
+        outputs={"dim": stage.dim, "columns": ["id", "embedding"]},
+        overwrite=overwrite,
+        quiet=quiet,
+    )

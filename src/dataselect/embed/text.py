@@ -1,0 +1,74 @@
+"""Which text to embed: one column, or a template over several (e.g. prompt + completion)."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataselect.errors import DataError, UsageError
+from dataselect.io.sources import InputDataset, InputShard
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """``column`` names one text column; ``template`` (str.format syntax) joins several."""
+
+    column: str = "text"
+    template: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        if self.template is None:
+            return [self.column]
+        names: list[str] = []
+        for _, field, _, _ in string.Formatter().parse(self.template):
+            if field is None:
+                continue
+            if field == "" or field.isdigit():
+                raise UsageError("--template fields must be column names, e.g. '{prompt}'")
+            name = field.split(".")[0].split("[")[0]
+            if name not in names:
+                names.append(name)
+        if not names:
+            raise UsageError("--template names no column, e.g. '{prompt}\\n{completion}'")
+        return names
+
+    def validate(self, dataset: InputDataset) -> None:
+        dataset.require_columns(self.columns, what="text column")
+        for name in self.columns:
+            kind = dataset.schema.field(name).type
+            if not (_is_text(kind) or pa.types.is_null(kind)):
+                raise DataError(
+                    f"{dataset.path}: column '{name}' is {kind}, not text "
+                    "(use --vector-column for precomputed vectors)"
+                )
+
+    def texts(self, batch: pa.RecordBatch, shard: InputShard, offset: int) -> list[str]:
+        """The texts of a batch; a null or non-text value is an error naming its row."""
+        columns = {}
+        for name in self.columns:
+            values = batch.column(name)
+            if values.null_count:
+                row = shard.first_row + offset + int(pc.index(pc.is_null(values), True).as_py())
+                raise DataError(f"{shard.path}: null text in column '{name}' at row {row}")
+            if not _is_text(values.type):
+                raise DataError(f"{shard.path}: column '{name}' holds {values.type}, not text")
+            columns[name] = values.to_pylist()
+        if self.template is None:
+            return columns[self.column]
+        rows = [
+            dict(zip(columns, vals, strict=True)) for vals in zip(*columns.values(), strict=True)
+        ]
+        return [self.template.format(**row) for row in rows]
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def unescape_template(template: str) -> str:
+    r"""Let shell users write \n and \t inside --template."""
+    return template.replace("\\n", "\n").replace("\\t", "\t")

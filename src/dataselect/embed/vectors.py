@@ -1,0 +1,65 @@
+"""Precomputed vectors (--vector-column): validate and L2-normalise them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataselect.errors import DataError
+from dataselect.io.sources import InputDataset, InputShard
+
+
+def check_vector_column(dataset: InputDataset, column: str) -> int | None:
+    """Check the column's type; return its dimension when the type fixes it."""
+    dataset.require_columns([column], what="vector column")
+    kind = dataset.schema.field(column).type
+    if not (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ) or not (pa.types.is_floating(kind.value_type) or pa.types.is_integer(kind.value_type)):
+        raise DataError(f"{dataset.path}: column '{column}' is {kind}, not a list of numbers")
+    return kind.list_size if pa.types.is_fixed_size_list(kind) else None
+
+
+def first_vector_dim(dataset: InputDataset, column: str) -> int:
+    """The length of the first vector in the input (for list columns of unknown size)."""
+    for shard in dataset.shards:
+        for batch in shard.iter_batches([column], batch_rows=16):
+            values = batch.column(column).drop_null()
+            if len(values):
+                return len(values[0])
+    raise DataError(f"{dataset.path}: column '{column}' holds no vectors")
+
+
+def normalised_vectors(
+    values: pa.Array, dim: int, shard: InputShard, offset: int, column: str
+) -> np.ndarray:
+    """float32 unit vectors from a list column; errors name the row at fault."""
+
+    def where(i: int) -> str:
+        return f"{shard.path}: column '{column}' at row {shard.first_row + offset + i}"
+
+    if values.null_count:
+        raise DataError(f"{where(_first(pc.is_null(values)))}: null vector")
+    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(lengths != dim)
+    if len(bad):
+        raise DataError(
+            f"{where(int(bad[0]))}: vector of dimension {lengths[bad[0]]}, expected {dim}"
+        )
+    flat = pc.list_flatten(values)
+    if flat.null_count:
+        row = int(np.searchsorted(np.cumsum(lengths), _first(pc.is_null(flat)), side="right"))
+        raise DataError(f"{where(row)}: null inside a vector")
+    matrix = flat.to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(values), dim)
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        raise DataError(f"{where(int(np.flatnonzero(~finite)[0]))}: NaN or infinite value")
+    norms = np.linalg.norm(matrix, axis=1)
+    if (norms == 0).any():
+        raise DataError(f"{where(int(np.flatnonzero(norms == 0)[0]))}: zero vector")
+    return (matrix / norms[:, None]).astype(np.float32)
+
+
+def _first(mask: pa.Array) -> int:
+    return int(pc.index(mask, True).as_py())

@@ -1,0 +1,244 @@
+"""A stage's output folder: resume, refuse foreign data, atomic shards, manifest last.
+
+Layout while running::
+
+    OUTPUT/_manifest.json          complete: false, the run's identity (written first)
+    OUTPUT/_shards/part-00003.json one marker per finished shard (rows, sha256, seconds)
+    OUTPUT/part-00003.parquet      finished shards (renamed into place, then marked)
+
+When every shard is done the manifest is rewritten with all shard records and
+complete: true, and the markers are removed. A shard counts as done only when its marker
+exists and the file's size and SHA-256 match it, so a crash at any moment is resumable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dataselect.errors import DataError, UsageError
+from dataselect.io.atomic import commit, sweep_temporaries, temporary_path, write_bytes_atomic
+from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
+
+MARKER_DIR = "_shards"
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class StageOutput:
+    """Owns one output folder for one run of one stage."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        manifest: Manifest,
+        num_shards: int,
+        overwrite: bool = False,
+        artifacts: tuple[str, ...] = (),
+    ) -> None:
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.num_shards = num_shards
+        self.overwrite = overwrite
+        self.artifacts = artifacts
+        self.done: dict[int, dict[str, Any]] = {}
+        self._written: list[Path] = []
+        self._created_folder = False
+        self._wrote_manifest = False
+        self.already_complete = False
+        self._t0 = time.perf_counter()
+
+    # -- setup -------------------------------------------------------------------------
+    def prepare(self) -> dict[int, dict[str, Any]]:
+        """Check the folder, sweep leftovers, and return the shards already done."""
+        try:
+            self._prepare()
+        except OSError as exc:
+            raise DataError(f"{self.folder}: cannot write here ({exc.strerror or exc})") from exc
+        return self.done
+
+    def _prepare(self) -> None:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UsageError(f"{self.folder}: exists and is not a folder")
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True)
+            self._created_folder = True
+        sweep_temporaries(self.folder)
+        existing = self._existing_manifest()
+        if existing is not None and not self.overwrite:
+            self._check_same_run(existing)
+            self.done = self._finished_shards(existing)
+        elif existing is None and not self.overwrite and self._foreign_entries():
+            names = ", ".join(sorted(self._foreign_entries())[:3])
+            raise UsageError(
+                f"{self.folder}: not empty and not a dataselect stage folder ({names}); "
+                "choose another folder or pass --overwrite"
+            )
+        if self.overwrite:
+            self._remove_own_files()
+        if self.done and existing is not None and existing.complete:
+            self.manifest.started = existing.started
+        else:
+            self.manifest.started = self.manifest.started or now_iso()
+        self.already_complete = bool(
+            existing is not None and existing.complete and len(self.done) == self.num_shards
+        )
+        if self.already_complete:
+            assert existing is not None
+            self.manifest = existing
+        else:
+            in_progress = Manifest(**{**self.manifest.__dict__, "shards": [], "complete": False})
+            in_progress.write(self.folder)
+            self._wrote_manifest = existing is None or self.overwrite
+
+    def _existing_manifest(self) -> Manifest | None:
+        if not (self.folder / MANIFEST_NAME).exists():
+            return None
+        try:
+            return read_manifest(self.folder)
+        except DataError:
+            if self.overwrite:
+                return None
+            raise
+
+    def _check_same_run(self, existing: Manifest) -> None:
+        if existing.stage != self.manifest.stage:
+            raise UsageError(
+                f"{self.folder}: holds the output of the '{existing.stage}' stage, not "
+                f"'{self.manifest.stage}'; choose another folder or pass --overwrite"
+            )
+        if existing.identity() != self.manifest.identity():
+            diffs = describe_differences(existing.identity(), self.manifest.identity())
+            raise UsageError(
+                f"{self.folder}: holds {existing.stage} output made with different settings "
+                f"({'; '.join(diffs[:3])}); choose another folder or pass --overwrite"
+            )
+
+    def _finished_shards(self, existing: Manifest) -> dict[int, dict[str, Any]]:
+        records: dict[int, dict[str, Any]] = {}
+        if existing.complete:
+            candidates = existing.shards
+        else:
+            candidates = []
+            for marker in sorted((self.folder / MARKER_DIR).glob("part-*.json")):
+                try:
+                    candidates.append(json.loads(marker.read_text()))
+                except (OSError, ValueError):
+                    marker.unlink(missing_ok=True)
+        for record in candidates:
+            index = int(record["index"])
+            path = self.folder / str(record["file"])
+            if index >= self.num_shards or not path.exists():
+                continue
+            if path.stat().st_size == record["bytes"] and file_sha256(path) == record["sha256"]:
+                records[index] = record
+        return records
+
+    def _foreign_entries(self) -> list[str]:
+        return [p.name for p in self.folder.iterdir() if not p.name.startswith(".")]
+
+    def _remove_own_files(self) -> None:
+        for path in self.folder.glob("part-*.parquet"):
+            path.unlink()
+        for name in (MANIFEST_NAME, *self.artifacts):
+            (self.folder / name).unlink(missing_ok=True)
+        shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
+
+    # -- shards ------------------------------------------------------------------------
+    def is_done(self, index: int) -> bool:
+        return index in self.done
+
+    def write_shard(
+        self, index: int, write: Callable[[Path], int], source: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Run ``write(tmp_path) -> rows``, then publish the file and its marker atomically."""
+        final = self.folder / shard_name(index)
+        tmp = temporary_path(final)
+        started = time.perf_counter()
+        try:
+            rows = write(tmp)
+            commit(tmp, final)
+            self._written.append(final)
+            record = {
+                "index": index,
+                "file": final.name,
+                "rows": rows,
+                "bytes": final.stat().st_size,
+                "sha256": file_sha256(final),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            if source is not None:
+                record["source"] = source
+            markers = self.folder / MARKER_DIR
+            markers.mkdir(exist_ok=True)
+            marker = markers / f"part-{index:05d}.json"
+            write_bytes_atomic(marker, json.dumps(record, sort_keys=True).encode())
+            self._written.append(marker)
+        except OSError as exc:
+            raise DataError(f"{final}: cannot write ({exc.strerror or exc})") from exc
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.done[index] = record
+        return record
+
+    def write_artifact(self, name: str, data: bytes) -> None:
+        """Write a stage-level file (centroids, tables) atomically before the manifest."""
+        path = self.folder / name
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        self._written.append(path)
+
+    # -- end ---------------------------------------------------------------------------
+    def finalize(self, outputs: dict[str, Any] | None = None) -> Manifest:
+        """Write the complete manifest (last), then drop the progress markers."""
+        if self.already_complete:
+            return self.manifest
+        missing = [i for i in range(self.num_shards) if i not in self.done]
+        if missing:
+            raise DataError(f"{self.folder}: shards {missing[:5]} were not written")
+        manifest = self.manifest
+        manifest.shards = [self.done[i] for i in range(self.num_shards)]
+        manifest.rows = sum(int(r["rows"]) for r in manifest.shards)
+        manifest.complete = True
+        manifest.outputs = {**manifest.outputs, **(outputs or {})}
+        manifest.finished = now_iso()
+        manifest.seconds = round(sum(float(r["seconds"]) for r in manifest.shards), 3)
+        try:
+            manifest.write(self.folder)
+        except OSError as exc:
+            raise DataError(f"{self.folder}: cannot write the manifest ({exc})") from exc
+        shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
+        return manifest
+
+    def rollback(self) -> None:
+        """Undo this invocation's writes after an error (a crash keeps them for resume)."""
+        for path in reversed(self._written):
+            path.unlink(missing_ok=True)
+        if self._wrote_manifest:
+            (self.folder / MANIFEST_NAME).unlink(missing_ok=True)
+            shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
+        if self._created_folder and self.folder.exists() and not any(self.folder.iterdir()):
+            self.folder.rmdir()

@@ -1,0 +1,418 @@
+"""Input discovery: turn a path (folder, file, glob) into an ordered list of shards.
+
+A shard is the unit of work of every per-row stage: input shard i becomes output shard i.
+Parquet files are cut along row groups into shards of about ``shard_rows`` rows; a JSONL file
+or a Hugging Face ``datasets`` Arrow file is one shard. Shards are read in record batches, so
+memory is bounded by the batch (and, for Parquet, one row group), not by the shard.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataselect.errors import DataError, UsageError
+from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
+
+DEFAULT_SHARD_ROWS = 100_000
+_FINGERPRINT_BYTES = 1 << 20
+_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+
+
+@dataclass(frozen=True)
+class InputShard:
+    """One unit of work: a whole file, or a run of row groups of one Parquet file."""
+
+    index: int
+    path: Path
+    relpath: str
+    format: str  # "parquet" | "jsonl" | "arrow"
+    first_row: int = 0
+    rows: int | None = None
+    row_groups: tuple[int, ...] | None = None
+
+    def describe(self) -> str:
+        if self.format == "parquet" and self.row_groups is not None and self.first_row:
+            return f"{self.relpath} (row groups {self.row_groups[0]}-{self.row_groups[-1]})"
+        return self.relpath
+
+    def source_record(self) -> dict[str, object]:
+        """How this shard is found again in its source (kept in the output manifest)."""
+        record: dict[str, object] = {"file": self.relpath, "first_row": self.first_row}
+        if self.row_groups is not None:
+            record["row_groups"] = list(self.row_groups)
+        if self.rows is not None:
+            record["rows"] = self.rows
+        return record
+
+    def iter_batches(
+        self, columns: Sequence[str], batch_rows: int = 8192
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield record batches holding ``columns`` (in that order), wrapping read errors."""
+        try:
+            if self.format == "parquet":
+                yield from self._parquet_batches(columns, batch_rows)
+            elif self.format == "arrow":
+                yield from self._arrow_batches(columns, batch_rows)
+            else:
+                yield from _jsonl_batches(self.path, columns, batch_rows)
+        except DataError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"cannot read {self.path}: {_one_line(exc)}") from exc
+
+    def _parquet_batches(self, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        if self.row_groups == ():
+            return
+        with pq.ParquetFile(self.path) as reader:
+            yield from reader.iter_batches(
+                batch_size=batch_rows,
+                row_groups=list(self.row_groups) if self.row_groups is not None else None,
+                columns=list(columns),
+                use_threads=False,
+            )
+
+    def _arrow_batches(self, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        with pa.memory_map(str(self.path)) as source:
+            reader = _open_arrow(source)
+            for batch in reader:
+                batch = batch.select(list(columns))
+                for start in range(0, batch.num_rows, batch_rows):
+                    yield batch.slice(start, batch_rows)
+
+
+@dataclass
+class InputDataset:
+    """What a stage reads: its shards, their common schema, and the manifest if any."""
+
+    path: Path
+    format: str
+    shards: list[InputShard]
+    schema: pa.Schema
+    manifest: Manifest | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int | None:
+        counts = [s.rows for s in self.shards]
+        return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
+
+    def require_columns(self, names: Sequence[str], what: str = "column") -> None:
+        for name in names:
+            if name not in self.schema.names:
+                have = ", ".join(self.schema.names) or "none"
+                raise DataError(f"{self.path}: no {what} '{name}' (columns: {have})")
+
+    def fingerprint(self) -> dict[str, object]:
+        """Identify the input cheaply but by content, so a changed input is never resumed.
+
+        A dataselect stage folder is identified by its manifest's shard checksums; other
+        files by path, size, and a SHA-256 of their first and last MiB (Parquet keeps its
+        footer, with every row group's statistics, in the last bytes).
+        """
+        if self.manifest is not None:
+            digest = hashlib.sha256()
+            for shard in self.manifest.shards:
+                digest.update(f"{shard['file']}:{shard['sha256']}\n".encode())
+            return {"stage": self.manifest.stage, "shards_sha256": digest.hexdigest()}
+        files = []
+        for path in self.files:
+            files.append(
+                {
+                    "file": _relpath(path, self.path),
+                    "size": path.stat().st_size,
+                    "head_tail_sha256": _head_tail_digest(path),
+                }
+            )
+        return {"files": files}
+
+
+def open_input(path: str | Path, shard_rows: int = DEFAULT_SHARD_ROWS) -> InputDataset:
+    """Open a Parquet folder/file/glob, JSONL file(s), a `datasets` folder or a stage folder."""
+    if shard_rows < 1:
+        raise UsageError("--shard-rows must be at least 1")
+    text = str(path)
+    root = Path(text)
+    if not root.exists() and any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not files:
+            raise DataError(f"{text}: the pattern matches no files")
+        base = Path(_glob_base(text))
+        return _open_files(base, files, _format_of(files, text), shard_rows)
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder")
+    if root.is_file():
+        return _open_files(root, [root], _format_of([root], text), shard_rows)
+    if (root / MANIFEST_NAME).exists():
+        return _open_stage_folder(root)
+    if (root / "dataset_dict.json").exists():
+        splits = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise UsageError(
+            f"{root} is a datasets DatasetDict: name one split folder, e.g. {root / splits[0]}"
+            if splits
+            else f"{root} is an empty datasets DatasetDict"
+        )
+    if (root / "state.json").exists():
+        return _open_hf_folder(root)
+    files = sorted(p for p in root.rglob("*.parquet") if _visible(p, root))
+    if not files:
+        files = sorted(
+            p for p in root.rglob("*") if p.suffix in _JSONL_SUFFIXES and _visible(p, root)
+        )
+    if not files:
+        raise DataError(f"{root}: no Parquet or JSONL files in this folder")
+    return _open_files(root, files, _format_of(files, text), shard_rows)
+
+
+def _open_files(root: Path, files: list[Path], fmt: str, shard_rows: int) -> InputDataset:
+    if fmt == "parquet":
+        return _open_parquet(root, files, shard_rows)
+    if fmt == "arrow":
+        return _open_arrow_files(root, files)
+    shards = [
+        InputShard(index=i, path=f, relpath=_relpath(f, root), format="jsonl")
+        for i, f in enumerate(files)
+    ]
+    return InputDataset(root, "jsonl", shards, _jsonl_schema(files), files=files)
+
+
+def _open_parquet(root: Path, files: list[Path], shard_rows: int) -> InputDataset:
+    shards: list[InputShard] = []
+    schema: pa.Schema | None = None
+    first_file = files[0]
+    for path in files:
+        meta = _parquet_metadata(path)
+        file_schema = meta.schema.to_arrow_schema().remove_metadata()
+        if schema is None:
+            schema = file_schema
+        elif not file_schema.equals(schema):
+            raise DataError(
+                f"{path}: schema differs from {first_file}: {_schema_diff(schema, file_schema)}"
+            )
+        relpath = _relpath(path, root)
+        if meta.num_row_groups == 0:
+            shards.append(InputShard(len(shards), path, relpath, "parquet", 0, 0, row_groups=()))
+            continue
+        groups: list[int] = []
+        first_row = rows = offset = 0
+        for rg in range(meta.num_row_groups):
+            if groups and rows >= shard_rows:
+                shards.append(
+                    InputShard(
+                        len(shards), path, relpath, "parquet", first_row, rows, tuple(groups)
+                    )
+                )
+                groups, first_row, rows = [], offset, 0
+            groups.append(rg)
+            n = meta.row_group(rg).num_rows
+            rows += n
+            offset += n
+        shards.append(
+            InputShard(len(shards), path, relpath, "parquet", first_row, rows, tuple(groups))
+        )
+    assert schema is not None
+    return InputDataset(root, "parquet", shards, schema, files=files)
+
+
+def _open_stage_folder(root: Path) -> InputDataset:
+    manifest = read_manifest(root)
+    if not manifest.complete:
+        done = len(manifest.shards)
+        raise DataError(
+            f"{root}: the {manifest.stage} stage has not finished ({done} shards done): "
+            "rerun that stage first"
+        )
+    files = [root / str(s["file"]) for s in manifest.shards]
+    for f in files:
+        if not f.exists():
+            raise DataError(f"{f}: listed in {root / MANIFEST_NAME} but missing")
+    dataset = _open_parquet(root, files, shard_rows=1 << 62) if files else None
+    if dataset is None or len(dataset.shards) != len(files):
+        raise DataError(f"{root}: stage folder has no shards")
+    dataset.manifest = manifest
+    dataset.format = "stage"
+    return dataset
+
+
+def _open_hf_folder(root: Path) -> InputDataset:
+    try:
+        state = json.loads((root / "state.json").read_text())
+        names = [entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{root / 'state.json'}: not a datasets save_to_disk state file") from exc
+    if state.get("_indices_data_files"):
+        raise DataError(f"{root}: dataset has an indices mapping; save it with flatten_indices()")
+    files = [root / name for name in names]
+    dataset = _open_arrow_files(root, files)
+    dataset.format = "datasets"
+    return dataset
+
+
+def _open_arrow_files(root: Path, files: list[Path]) -> InputDataset:
+    shards: list[InputShard] = []
+    schema: pa.Schema | None = None
+    for i, path in enumerate(files):
+        try:
+            with pa.memory_map(str(path)) as source:
+                reader = _open_arrow(source)
+                file_schema = reader.schema.remove_metadata()
+                rows = sum(batch.num_rows for batch in reader)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: not a readable Arrow stream: {_one_line(exc)}") from exc
+        if schema is None:
+            schema = file_schema
+        elif not file_schema.equals(schema):
+            raise DataError(
+                f"{path}: schema differs from {files[0]}: {_schema_diff(schema, file_schema)}"
+            )
+        shards.append(InputShard(i, path, _relpath(path, root), "arrow", 0, rows))
+    assert schema is not None
+    return InputDataset(root, "arrow", shards, schema, files=files)
+
+
+def _open_arrow(source: pa.NativeFile) -> pa.RecordBatchStreamReader:
+    """`datasets` writes the IPC stream format; accept the file format too."""
+    try:
+        return pa.ipc.open_stream(source)
+    except pa.ArrowInvalid:
+        source.seek(0)
+        file_reader = pa.ipc.open_file(source)
+        return pa.RecordBatchReader.from_batches(
+            file_reader.schema,
+            (file_reader.get_batch(i) for i in range(file_reader.num_record_batches)),
+        )
+
+
+def _parquet_metadata(path: Path) -> pq.FileMetaData:
+    try:
+        return pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: corrupt or truncated Parquet file ({_one_line(exc)})") from exc
+
+
+def _jsonl_schema(files: list[Path]) -> pa.Schema:
+    """Column names (and types) from the first record of the first non-empty file."""
+    for path in files:
+        for _, record in _jsonl_records(path, first_only=True):
+            fields = [pa.field(k, _json_type(v)) for k, v in record.items()]
+            return pa.schema(fields)
+    raise DataError(f"{files[0].parent}: the JSONL input has no records")
+
+
+def _json_type(value: object) -> pa.DataType:
+    try:
+        return pa.array([value]).type
+    except (pa.ArrowException, TypeError, ValueError):
+        return pa.null()
+
+
+def _jsonl_records(path: Path, first_only: bool = False) -> Iterator[tuple[int, dict]]:
+    with open(path, "rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path} line {line_no}: invalid UTF-8 ({exc.reason})") from exc
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{path} line {line_no}: invalid JSON ({exc})") from exc
+            if not isinstance(record, dict):
+                raise DataError(f"{path} line {line_no}: a JSONL record must be an object")
+            yield line_no, record
+            if first_only:
+                return
+
+
+def _jsonl_batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    pending: list[dict] = []
+    for _, record in _jsonl_records(path):
+        pending.append(record)
+        if len(pending) >= batch_rows:
+            yield _records_to_batch(path, pending, columns)
+            pending = []
+    if pending:
+        yield _records_to_batch(path, pending, columns)
+
+
+def _records_to_batch(path: Path, records: list[dict], columns: Sequence[str]) -> pa.RecordBatch:
+    arrays = []
+    for name in columns:
+        values = [r.get(name) for r in records]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: column '{name}' has mixed or unsupported types") from exc
+    return pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+
+def _format_of(files: list[Path], given: str) -> str:
+    suffixes = {f.suffix for f in files}
+    if suffixes <= {".parquet"}:
+        return "parquet"
+    if suffixes <= set(_JSONL_SUFFIXES):
+        return "jsonl"
+    if suffixes <= {".arrow"}:
+        return "arrow"
+    raise UsageError(
+        f"{given}: cannot tell the format from the suffix ({', '.join(sorted(suffixes))}); "
+        "use .parquet, .jsonl or .arrow"
+    )
+
+
+def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:
+    for f in a:
+        if f.name not in b.names:
+            return f"column '{f.name}' is missing"
+        if not b.field(f.name).type.equals(f.type):
+            return f"column '{f.name}' is {b.field(f.name).type}, expected {f.type}"
+    extra = [n for n in b.names if n not in a.names]
+    return f"extra column '{extra[0]}'" if extra else "column order differs"
+
+
+def _head_tail_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_FINGERPRINT_BYTES))
+        if size > _FINGERPRINT_BYTES:
+            handle.seek(max(_FINGERPRINT_BYTES, size - _FINGERPRINT_BYTES))
+            digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def _relpath(path: Path, root: Path) -> str:
+    if root.is_file():
+        return path.name
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _glob_base(pattern: str) -> str:
+    parts = Path(pattern).parts
+    base: list[str] = []
+    for part in parts:
+        if any(ch in part for ch in "*?["):
+            break
+        base.append(part)
+    return str(Path(*base)) if base else "."
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,78 @@
+"""The `_manifest.json` of a stage folder: what made it, from what, and which shards are done.
+
+A rerun compares its identity (stage, tool version, parameters, input fingerprint) with the
+manifest's: equal means finished shards can be skipped, different means the folder holds
+someone else's result and is refused unless --overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataselect.errors import DataError
+from dataselect.io.atomic import write_bytes_atomic
+
+MANIFEST_NAME = "_manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Manifest:
+    stage: str
+    version: str
+    params: dict[str, Any]
+    input: dict[str, Any]
+    shards: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = False
+    rows: int = 0
+    outputs: dict[str, Any] = field(default_factory=dict)
+    started: str = ""
+    finished: str = ""
+    seconds: float = 0.0
+    format_version: int = FORMAT_VERSION
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a rerun to reuse this folder's shards."""
+        return {
+            "stage": self.stage,
+            "version": self.version,
+            "params": self.params,
+            "input": self.input.get("fingerprint"),
+        }
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
+
+    def write(self, folder: Path) -> None:
+        write_bytes_atomic(folder / MANIFEST_NAME, self.to_json())
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    path = Path(folder) / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text())
+        return Manifest(**data)
+    except FileNotFoundError as exc:
+        raise DataError(f"{folder}: not a dataselect stage folder (no {MANIFEST_NAME})") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({exc})") from exc
+
+
+def describe_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable list of what differs between two identities (for the refusal line)."""
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        name = f"{prefix}{key}"
+        if name == "input":
+            out.append("input data changed")
+        elif isinstance(a, dict) and isinstance(b, dict):
+            out.extend(describe_differences(a, b, prefix=f"{name}."))
+        else:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out

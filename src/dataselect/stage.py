@@ -1,0 +1,107 @@
+"""What every per-shard stage shares: a stage is code over one shard; an engine runs it.
+
+A ``ShardStage`` turns one input shard into record batches of its output schema and knows
+nothing about files, resume or progress. ``run_stage`` owns the rest: the output folder
+(resume, refusal, atomic shards, manifest last), the engine, progress, and rollback of this
+invocation's files when the data turns out to be bad.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from dataselect.io.output import StageOutput
+from dataselect.io.sources import InputDataset, InputShard
+from dataselect.manifest import Manifest
+from dataselect.progress import Reporter
+
+
+class ShardStage(Protocol):
+    name: str
+    schema: pa.Schema
+
+    def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
+        """Yield the output batches of one shard, in input row order."""
+        ...
+
+
+@dataclass
+class StageResult:
+    """What a stage run did, for the CLI summary and for scripts (--json)."""
+
+    stage: str
+    output: Path
+    manifest: Manifest
+    shards: int
+    shards_skipped: int
+    rows: int
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "output": str(self.output),
+            "shards": self.shards,
+            "shards_skipped": self.shards_skipped,
+            "rows": self.rows,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows / self.seconds, 1) if self.seconds > 0 else None,
+            **self.manifest.outputs,
+        }
+
+
+def run_stage(
+    stage: ShardStage,
+    dataset: InputDataset,
+    output: str | Path,
+    params: dict[str, Any],
+    outputs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> StageResult:
+    """Run ``stage`` over every shard of ``dataset`` into ``output``, resumably."""
+    from dataselect import __version__
+    from dataselect.engine.local import run_local
+
+    manifest = Manifest(
+        stage=stage.name,
+        version=__version__,
+        params=params,
+        input={
+            "path": str(Path(dataset.path).resolve()),
+            "format": dataset.format,
+            "fingerprint": dataset.fingerprint(),
+        },
+        outputs=dict(outputs or {}),
+    )
+    folder = StageOutput(output, manifest, num_shards=len(dataset.shards), overwrite=overwrite)
+    started = time.perf_counter()
+    done_before = folder.prepare()
+    skipped = len(done_before)
+    try:
+        with Reporter(stage.name, dataset.rows, len(dataset.shards), quiet=quiet) as reporter:
+            run_local(stage, dataset, folder, reporter)
+            final = folder.finalize()
+            rows = final.rows
+            reporter.log(
+                f"done: {rows:,} rows in {len(dataset.shards)} shards "
+                f"({skipped} already done) -> {folder.folder}"
+            )
+    except Exception:
+        folder.rollback()
+        raise
+    return StageResult(
+        stage=stage.name,
+        output=Path(output),
+        manifest=final,
+        shards=len(dataset.shards),
+        shards_skipped=skipped,
+        rows=rows,
+        seconds=time.perf_counter() - started,
+    )

