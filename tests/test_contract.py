@@ -194,3 +194,13 @@ def test_sigkill_at_a_random_moment_then_rerun(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert shard_bytes(out) == shard_bytes(reference)
     assert json.loads((out / "_manifest.json").read_text())["complete"] is True
+
+
+def test_damaged_shard_of_a_finished_run_is_redone(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    embed(corpus, out, HASHING, quiet=True)
+    reference = shard_bytes(out)
+    (out / "part-00001.parquet").write_bytes(b"bit rot")
+    result = embed(corpus, out, HASHING, quiet=True)
+    assert result.shards_skipped == 2
+    assert shard_bytes(out) == reference

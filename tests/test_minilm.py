@@ -48,3 +48,14 @@ def test_device_auto_is_cpu_without_gpu() -> None:
 
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert MiniLMEmbedder(device="auto").device == expected
+
+
+def test_forward_passes_cover_every_row_once_longest_first() -> None:
+    embedder = MiniLMEmbedder(device="cpu", batch_size=64)
+    texts = ["short"] * 100 + ["long text " * 200] * 40 + ["medium " * 20] * 30
+    passes = embedder.passes(texts)
+    rows = np.concatenate(passes)
+    assert sorted(rows.tolist()) == list(range(len(texts)))
+    assert all(len(p) <= 64 for p in passes)
+    assert len(passes[0]) == 16  # 256-token texts: capped at ~4,096 padded tokens per pass
+    assert all(len(texts[p[0]]) >= len(texts[p[-1]]) for p in passes)

@@ -54,19 +54,16 @@ class StageOutput:
         manifest: Manifest,
         num_shards: int,
         overwrite: bool = False,
-        artifacts: tuple[str, ...] = (),
     ) -> None:
         self.folder = Path(folder)
         self.manifest = manifest
         self.num_shards = num_shards
         self.overwrite = overwrite
-        self.artifacts = artifacts
         self.done: dict[int, dict[str, Any]] = {}
         self._written: list[Path] = []
         self._created_folder = False
         self._wrote_manifest = False
         self.already_complete = False
-        self._t0 = time.perf_counter()
 
     # -- setup -------------------------------------------------------------------------
     def prepare(self) -> dict[int, dict[str, Any]]:
@@ -96,20 +93,20 @@ class StageOutput:
             )
         if self.overwrite:
             self._remove_own_files()
-        if self.done and existing is not None and existing.complete:
-            self.manifest.started = existing.started
-        else:
-            self.manifest.started = self.manifest.started or now_iso()
+        resuming = existing is not None and not self.overwrite
+        self.manifest.started = existing.started if resuming and existing else now_iso()
         self.already_complete = bool(
-            existing is not None and existing.complete and len(self.done) == self.num_shards
+            resuming and existing and existing.complete and len(self.done) == self.num_shards
         )
         if self.already_complete:
             assert existing is not None
             self.manifest = existing
-        else:
-            in_progress = Manifest(**{**self.manifest.__dict__, "shards": [], "complete": False})
-            in_progress.write(self.folder)
-            self._wrote_manifest = existing is None or self.overwrite
+            return
+        in_progress = Manifest(**{**self.manifest.__dict__, "shards": [], "complete": False})
+        in_progress.write(self.folder)
+        self._wrote_manifest = not resuming
+        for record in self.done.values():  # shards kept from a complete run need markers now
+            self._write_marker(record)
 
     def _existing_manifest(self) -> Manifest | None:
         if not (self.folder / MANIFEST_NAME).exists():
@@ -160,8 +157,7 @@ class StageOutput:
     def _remove_own_files(self) -> None:
         for path in self.folder.glob("part-*.parquet"):
             path.unlink()
-        for name in (MANIFEST_NAME, *self.artifacts):
-            (self.folder / name).unlink(missing_ok=True)
+        (self.folder / MANIFEST_NAME).unlink(missing_ok=True)
         shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
 
     # -- shards ------------------------------------------------------------------------
@@ -189,11 +185,7 @@ class StageOutput:
             }
             if source is not None:
                 record["source"] = source
-            markers = self.folder / MARKER_DIR
-            markers.mkdir(exist_ok=True)
-            marker = markers / f"part-{index:05d}.json"
-            write_bytes_atomic(marker, json.dumps(record, sort_keys=True).encode())
-            self._written.append(marker)
+            self._written.append(self._write_marker(record))
         except OSError as exc:
             raise DataError(f"{final}: cannot write ({exc.strerror or exc})") from exc
         finally:
@@ -202,14 +194,12 @@ class StageOutput:
         self.done[index] = record
         return record
 
-    def write_artifact(self, name: str, data: bytes) -> None:
-        """Write a stage-level file (centroids, tables) atomically before the manifest."""
-        path = self.folder / name
-        try:
-            write_bytes_atomic(path, data)
-        except OSError as exc:
-            raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-        self._written.append(path)
+    def _write_marker(self, record: dict[str, Any]) -> Path:
+        markers = self.folder / MARKER_DIR
+        markers.mkdir(exist_ok=True)
+        marker = markers / f"part-{int(record['index']):05d}.json"
+        write_bytes_atomic(marker, json.dumps(record, sort_keys=True).encode())
+        return marker
 
     # -- end ---------------------------------------------------------------------------
     def finalize(self, outputs: dict[str, Any] | None = None) -> Manifest:
