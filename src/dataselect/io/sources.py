@@ -69,15 +69,18 @@ class InputShard:
             raise DataError(f"cannot read {self.path}: {_one_line(exc)}") from exc
 
     def _parquet_batches(self, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-        if self.row_groups == ():
-            return
+        """One row group at a time, so memory holds one row group, however long the shard."""
         with pq.ParquetFile(self.path) as reader:
-            yield from reader.iter_batches(
-                batch_size=batch_rows,
-                row_groups=list(self.row_groups) if self.row_groups is not None else None,
-                columns=list(columns),
-                use_threads=False,
-            )
+            groups = self.row_groups
+            if groups is None:
+                groups = tuple(range(reader.metadata.num_row_groups))
+            for group in groups:
+                yield from reader.iter_batches(
+                    batch_size=batch_rows,
+                    row_groups=[group],
+                    columns=list(columns),
+                    use_threads=False,
+                )
 
     def _arrow_batches(self, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
         with pa.memory_map(str(self.path)) as source:
