@@ -87,3 +87,13 @@ def test_jsonl_input_end_to_end(tmp_path: Path) -> None:
     table = pq.read_table(result.output / "part-00000.parquet")
     assert table.column("id").to_pylist() == list(range(20))
     assert table.schema.field("id").type == pa.int64()
+
+
+def test_derived_ids_across_row_groups_and_shards(tmp_path: Path) -> None:
+    source = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"text": synthetic_texts(100)}), source, row_group_size=10)
+    config = EmbedConfig(embedder="hashing", dim=16, shard_rows=25)
+    result = embed(source, tmp_path / "out", config, quiet=True)
+    assert result.shards == 4
+    ids = pq.read_table(result.output).column("id").to_pylist()
+    assert ids == [f"plain.parquet:{i}" for i in range(100)]
