@@ -51,6 +51,20 @@ def child_plain(source: str) -> dict:
     return {"rows": len(texts)}
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. VmHWM belongs to the address space made by exec, unlike
+    ru_maxrss, which on Linux also counts the parent's pages at fork time."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_child(*args: str) -> dict:
     """Run one measurement in a fresh process: wall time (start to exit, imports and model
     load included, the same for every kind), peak RSS and CPU seconds."""
@@ -64,7 +78,6 @@ def run_child(*args: str) -> dict:
         raise SystemExit(f"child {args} failed with status {status}")
     result = json.loads(out.strip().splitlines()[-1])
     result["seconds"] = time.perf_counter() - started
-    result["peak_mb"] = usage.ru_maxrss / 1024
     result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return result
 
@@ -185,6 +198,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, *rest = sys.argv[2:]
         result = child_stage(*rest) if kind == "stage" else child_plain(*rest)
-        print(json.dumps(result))
+        print(json.dumps({**result, "peak_mb": peak_rss_mb()}))
     else:
         main()
