@@ -59,3 +59,16 @@ def test_forward_passes_cover_every_row_once_longest_first() -> None:
     assert all(len(p) <= 64 for p in passes)
     assert len(passes[0]) == 16  # 256-token texts: capped at ~4,096 padded tokens per pass
     assert all(len(texts[p[0]]) >= len(texts[p[-1]]) for p in passes)
+
+
+def test_device_cuda_without_a_gpu_is_one_clear_error(cli, corpus: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = cli("embed", corpus, tmp_path / "out", "--device", "cuda", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "dataselect: error: --device cuda: torch sees no CUDA GPU on this machine"
+    )
+    assert not (tmp_path / "out").exists()
