@@ -42,6 +42,7 @@ def test_banking77_hashing_embeddings_carry_the_labels(tmp_path: Path) -> None:
         runs[split] = (vectors, [labels[i] for i in ids])
     probe = LogisticRegression(max_iter=1000, C=10).fit(*runs["train"])
     accuracy = probe.score(*runs["test"])
+    print(f"banking77 linear probe on hashing embeddings: accuracy {accuracy:.3f}")
     assert accuracy > 0.8, accuracy  # measured 0.87; MiniLM gives 0.93
 
 
