@@ -56,6 +56,7 @@ def test_rerun_skips_finished_shards(corpus: Path, tmp_path: Path) -> None:
     again = embed(corpus, tmp_path / "out", HASHING, quiet=True)
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
     assert again.shards_skipped == 3 and before == after
+    assert again.summary()["rows_processed"] == 0 and again.summary()["rows"] == 150
 
 
 def test_resume_redoes_only_missing_or_damaged_shards(corpus: Path, tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ class StageResult:
     shards: int
     shards_skipped: int
     rows: int
+    rows_processed: int
     seconds: float
 
     def summary(self) -> dict[str, Any]:
@@ -50,8 +51,11 @@ class StageResult:
             "shards": self.shards,
             "shards_skipped": self.shards_skipped,
             "rows": self.rows,
+            "rows_processed": self.rows_processed,
             "seconds": round(self.seconds, 3),
-            "rows_per_second": round(self.rows / self.seconds, 1) if self.seconds > 0 else None,
+            "rows_per_second": (
+                round(self.rows_processed / self.seconds, 1) if self.rows_processed else None
+            ),
             **self.manifest.outputs,
         }
 
@@ -84,6 +88,7 @@ def run_stage(
     started = time.perf_counter()
     done_before = folder.prepare()
     skipped = len(done_before)
+    rows_skipped = sum(int(record["rows"]) for record in done_before.values())
     try:
         with Reporter(stage.name, dataset.rows, len(dataset.shards), quiet=quiet) as reporter:
             run_local(stage, dataset, folder, reporter)
@@ -103,5 +108,6 @@ def run_stage(
         shards=len(dataset.shards),
         shards_skipped=skipped,
         rows=rows,
+        rows_processed=rows - rows_skipped,
         seconds=time.perf_counter() - started,
     )
