@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dataselect example $(DEMO)/data --limit 2000
 	$(BIN)/dataselect embed $(DEMO)/data $(DEMO)/embed --embedder minilm
+	$(BIN)/dataselect cluster $(DEMO)/embed $(DEMO)/cluster --k 32
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
@@ -31,6 +32,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench/embed.py
+	$(BIN)/python scripts/bench/cluster.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache .ruff_cache

@@ -11,8 +11,8 @@ from conftest import synthetic_texts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataselect.embed.hashing import HashingEmbedder
-from dataselect.embed.stage import EmbedConfig, embed
+from dataselect.embedding.hashing import HashingEmbedder
+from dataselect.embedding.stage import EmbedConfig, embed
 
 EMBEDDER = HashingEmbedder(dim=128)
 

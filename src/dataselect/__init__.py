@@ -5,7 +5,8 @@ The Python API mirrors the command line: each stage is a function over dataset f
 
 from __future__ import annotations
 
-from dataselect.embed.stage import EmbedConfig, embed
+from dataselect.clustering.stage import ClusterConfig, cluster
+from dataselect.embedding.stage import EmbedConfig, embed
 from dataselect.errors import DataError, DataselectError, UsageError
 from dataselect.io.sources import open_input
 from dataselect.manifest import Manifest, read_manifest
@@ -13,12 +14,14 @@ from dataselect.manifest import Manifest, read_manifest
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClusterConfig",
     "DataError",
     "DataselectError",
     "EmbedConfig",
     "Manifest",
     "UsageError",
     "__version__",
+    "cluster",
     "embed",
     "open_input",
     "read_manifest",

@@ -25,10 +25,31 @@ from dataselect.progress import Reporter
 class ShardStage(Protocol):
     name: str
     schema: pa.Schema
+    artifacts: tuple[str, ...]
+
+    def setup(self, output: StageOutput) -> None:
+        """Work before the shards (e.g. fit centroids), once per run."""
+        ...
 
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
         """Yield the output batches of one shard, in input row order."""
         ...
+
+    def finish(self, output: StageOutput) -> dict[str, Any]:
+        """A reduction after every shard is written; returns facts for the manifest."""
+        ...
+
+
+class PerRowStage:
+    """Defaults for stages that are a pure map over rows (no setup, no reduction)."""
+
+    artifacts: tuple[str, ...] = ()
+
+    def setup(self, output: StageOutput) -> None:
+        return None
+
+    def finish(self, output: StageOutput) -> dict[str, Any]:
+        return {}
 
 
 @dataclass
@@ -84,14 +105,23 @@ def run_stage(
         },
         outputs=dict(outputs or {}),
     )
-    folder = StageOutput(output, manifest, num_shards=len(dataset.shards), overwrite=overwrite)
+    folder = StageOutput(
+        output,
+        manifest,
+        num_shards=len(dataset.shards),
+        overwrite=overwrite,
+        artifacts=stage.artifacts,
+    )
     started = time.perf_counter()
     done_before = folder.prepare()
     skipped = len(done_before)
     rows_skipped = sum(int(record["rows"]) for record in done_before.values())
     try:
         with Reporter(stage.name, dataset.rows, len(dataset.shards), quiet=quiet) as reporter:
-            run_local(stage, dataset, folder, reporter)
+            if not folder.already_complete:
+                stage.setup(folder)
+                run_local(stage, dataset, folder, reporter)
+                folder.manifest.outputs.update(stage.finish(folder))
             final = folder.finalize()
             rows = final.rows
             reporter.log(

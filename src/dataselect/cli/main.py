@@ -118,9 +118,9 @@ def embed(
     debug: Debug = False,
 ) -> None:
     """Embed every row: write (id, embedding) shards of unit-norm float32 vectors."""
-    from dataselect.embed.stage import EmbedConfig
-    from dataselect.embed.stage import embed as embed_stage
-    from dataselect.embed.text import unescape_template
+    from dataselect.embedding.stage import EmbedConfig
+    from dataselect.embedding.stage import embed as embed_stage
+    from dataselect.embedding.text import unescape_template
 
     config = EmbedConfig(
         embedder=embedder,
@@ -138,6 +138,92 @@ def embed(
         debug, lambda: embed_stage(input, output, config, overwrite=overwrite, quiet=quiet)
     )
     emit_summary(result.summary(), json_summary, quiet)
+
+
+CLUSTER_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect cluster runs/embed runs/cluster --k 1000\n\n"
+    "  dataselect cluster runs/embed runs/cluster --k auto --k-grid 16,32,64,128\n\n"
+    "  dataselect cluster new/embed new/cluster --centroids runs/cluster/centroids.npy\n\n"
+    "Fits FAISS k-means on a uniform sample of at most k x --max-points-per-centroid rows "
+    "(keyed by seed and id, so sharding does not change it), then assigns every row. "
+    "OUTPUT gets part-NNNNN.parquet (id, cluster, distance), centroids.npy and "
+    "clusters.parquet (cluster, size, mean_distance, max_distance)."
+)
+
+
+@app.command(epilog=CLUSTER_EPILOG)
+def cluster(
+    input: Annotated[str, typer.Argument(help="An embed stage folder (or any vectors).")],
+    output: Annotated[Path, typer.Argument(help="Output stage folder.")],
+    k: Annotated[
+        str, typer.Option("--k", help="Number of clusters, or 'auto' (best silhouette on a grid).")
+    ] = "100",
+    k_grid: Annotated[
+        str, typer.Option(help="Candidates for --k auto, comma-separated.")
+    ] = "8,16,32,64,128,256,512,1024",
+    niter: Annotated[int, typer.Option(help="k-means iterations.")] = 20,
+    max_points_per_centroid: Annotated[
+        int, typer.Option(help="The fit sample holds at most k x this many rows.")
+    ] = 256,
+    metric: Annotated[str, typer.Option(help="cosine (spherical k-means) or l2.")] = "cosine",
+    vector_column: Annotated[str, typer.Option(help="Column holding the vectors.")] = "embedding",
+    id_column: Annotated[
+        str | None, typer.Option(help="Column with unique row ids \\[default: 'id' if present].")
+    ] = None,
+    centroids: Annotated[
+        str | None,
+        typer.Option(help="Assign to these centroids (a k x d .npy file) instead of fitting."),
+    ] = None,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Cluster the embeddings: k-means on a sample, then every row gets its nearest centroid."""
+    from dataselect.clustering.stage import ClusterConfig
+    from dataselect.clustering.stage import cluster as cluster_stage
+
+    def action() -> object:
+        config = ClusterConfig(
+            k=_parse_k(k),
+            k_grid=_parse_grid(k_grid),
+            niter=niter,
+            max_points_per_centroid=max_points_per_centroid,
+            metric=metric,
+            vector_column=vector_column,
+            id_column=id_column,
+            centroids=centroids,
+            seed=seed,
+        )
+        return cluster_stage(input, output, config, overwrite=overwrite, quiet=quiet)
+
+    result = run_command(debug, action)
+    emit_summary(result.summary(), json_summary, quiet)
+
+
+def _parse_k(value: str) -> int | str:
+    from dataselect.errors import UsageError
+
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"--k must be a positive integer or 'auto', not {value!r}") from None
+
+
+def _parse_grid(value: str) -> tuple[int, ...]:
+    from dataselect.errors import UsageError
+
+    try:
+        grid = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    except ValueError:
+        raise UsageError(f"--k-grid must be integers separated by commas, not {value!r}") from None
+    if not grid:
+        raise UsageError("--k-grid is empty")
+    return grid
 
 
 EXAMPLE_EPILOG = """[bold]Example[/bold]

@@ -54,11 +54,13 @@ class StageOutput:
         manifest: Manifest,
         num_shards: int,
         overwrite: bool = False,
+        artifacts: tuple[str, ...] = (),
     ) -> None:
         self.folder = Path(folder)
         self.manifest = manifest
         self.num_shards = num_shards
         self.overwrite = overwrite
+        self.artifacts = artifacts
         self.done: dict[int, dict[str, Any]] = {}
         self._written: list[Path] = []
         self._created_folder = False
@@ -157,7 +159,8 @@ class StageOutput:
     def _remove_own_files(self) -> None:
         for path in self.folder.glob("part-*.parquet"):
             path.unlink()
-        (self.folder / MANIFEST_NAME).unlink(missing_ok=True)
+        for name in (MANIFEST_NAME, *self.artifacts):
+            (self.folder / name).unlink(missing_ok=True)
         shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
 
     # -- shards ------------------------------------------------------------------------
@@ -193,6 +196,16 @@ class StageOutput:
                 tmp.unlink()
         self.done[index] = record
         return record
+
+    def write_artifact(self, name: str, data: bytes) -> Path:
+        """Write a stage-level file (centroids, tables) atomically, before the manifest."""
+        path = self.folder / name
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        self._written.append(path)
+        return path
 
     def _write_marker(self, record: dict[str, Any]) -> Path:
         markers = self.folder / MARKER_DIR

@@ -51,14 +51,30 @@ def normalised_vectors(
     if flat.null_count:
         row = int(np.searchsorted(np.cumsum(lengths), _first(pc.is_null(flat)), side="right"))
         raise DataError(f"{where(row)}: null inside a vector")
-    matrix = flat.to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(values), dim)
+    matrix = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    matrix = matrix.reshape(len(values), dim)
     finite = np.isfinite(matrix).all(axis=1)
     if not finite.all():
         raise DataError(f"{where(int(np.flatnonzero(~finite)[0]))}: NaN or infinite value")
-    norms = np.linalg.norm(matrix, axis=1)
+    norms = np.sqrt(rowwise_dot(matrix, matrix))
     if (norms == 0).any():
         raise DataError(f"{where(int(np.flatnonzero(norms == 0)[0]))}: zero vector")
-    return (matrix / norms[:, None]).astype(np.float32)
+    return matrix / norms.astype(np.float32)[:, None]
+
+
+def rowwise_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-row dot products in float64, summed in a fixed order (column 0, 1, ...).
+
+    einsum and BLAS pick SIMD paths by memory alignment and batch shape, so the same row can
+    get different last bits in another batch; this sum cannot, which keeps outputs
+    byte-identical however rows are sharded.
+    """
+    columns_a = np.ascontiguousarray(a.T, dtype=np.float64)
+    columns_b = columns_a if b is a else np.ascontiguousarray(b.T, dtype=np.float64)
+    total = np.zeros(a.shape[0])
+    for col_a, col_b in zip(columns_a, columns_b, strict=True):
+        total += col_a * col_b
+    return total
 
 
 def _first(mask: pa.Array) -> int:

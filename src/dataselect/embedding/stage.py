@@ -10,12 +10,12 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from dataselect.embed.text import TextSpec
-from dataselect.embed.vectors import check_vector_column, first_vector_dim, normalised_vectors
+from dataselect.embedding.text import TextSpec
+from dataselect.embedding.vectors import check_vector_column, first_vector_dim, normalised_vectors
 from dataselect.errors import UsageError
 from dataselect.io.ids import batch_ids, check_unique, id_type, resolve_id_column
 from dataselect.io.sources import DEFAULT_SHARD_ROWS, InputDataset, InputShard, open_input
-from dataselect.stage import StageResult, run_stage
+from dataselect.stage import PerRowStage, StageResult, run_stage
 
 EMBEDDERS = ("minilm", "hashing")
 READ_ROWS = 8192  # rows per read batch, per encode call and per output row group
@@ -60,15 +60,15 @@ class EmbedConfig:
 
 def make_embedder(config: EmbedConfig) -> Embedder:
     if config.embedder == "hashing":
-        from dataselect.embed.hashing import HashingEmbedder
+        from dataselect.embedding.hashing import HashingEmbedder
 
         return HashingEmbedder(dim=config.dim or 384, seed=config.seed)
-    from dataselect.embed.minilm import MiniLMEmbedder
+    from dataselect.embedding.minilm import MiniLMEmbedder
 
     return MiniLMEmbedder(device=config.device, batch_size=config.batch_size)
 
 
-class EmbedStage:
+class EmbedStage(PerRowStage):
     """Per shard: read ids and text (or vectors), write id + embedding."""
 
     name = "embed"

@@ -25,9 +25,9 @@ import math
 import numpy as np
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+from dataselect.keyed import mix64, span_hashes
+
 _U = np.uint64
-_P = 0x100000001B3  # odd multiplier of the polynomial word hash
-_P_INV = pow(_P, -1, 1 << 64)
 # sort keys are uint32: row in chunk (13 bits) | channel bit | bigram bit | feature hash (17)
 _ROW_SHIFT = 19
 _FEATURE_MASK = (1 << _ROW_SHIFT) - 1
@@ -46,15 +46,6 @@ for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789":
 _IS_WORD[0x80:] = True
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer: turns structured uint64 keys into well-spread hashes."""
-    x = x ^ (x >> _U(30))
-    x = x * _U(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> _U(27))
-    x = x * _U(0x94D049BB133111EB)
-    return x ^ (x >> _U(31))
-
-
 class HashingEmbedder:
     """Deterministic hashed n-gram embeddings; see the module docstring for the recipe."""
 
@@ -65,7 +56,7 @@ class HashingEmbedder:
             raise ValueError("dim must be at least 8")
         self.dim = dim
         self.seed = seed
-        salt = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF, 0x9E3779B97F4A7C15], dtype=_U))
+        salt = mix64(np.array([seed & 0xFFFFFFFFFFFFFFFF, 0x9E3779B97F4A7C15], dtype=_U))
         self._salt_word, self._salt_gram = salt[0], salt[1]
         self._stop = np.sort(self._word_hashes(sorted(ENGLISH_STOP_WORDS)))
         self._empty = self._fallback_vector()
@@ -154,7 +145,7 @@ class HashingEmbedder:
                 pos = np.arange(count)
                 valid = pos + n <= end_of[:count]
                 docs.append(doc_of[:count][valid])
-                hashes.append(_mix(key[valid] ^ _U(n << 56) ^ self._salt_gram))
+                hashes.append(mix64(key[valid] ^ _U(n << 56) ^ self._salt_gram))
         if not docs:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=_U)
         return np.concatenate(docs), np.concatenate(hashes)
@@ -168,7 +159,7 @@ class HashingEmbedder:
         docs = doc_of[starts]
         keep = ~np.isin(hashes, self._stop)
         bigram = (docs[1:] == docs[:-1]) & (keep[1:] | keep[:-1])
-        bigram_hash = _mix(hashes[:-1] * _U(0x9E3779B97F4A7C15) ^ hashes[1:])
+        bigram_hash = mix64(hashes[:-1] * _U(0x9E3779B97F4A7C15) ^ hashes[1:])
         all_docs = np.concatenate([docs[keep], docs[1:][bigram]])
         shift = _U(64 - _HASH_BITS)
         all_hashes = np.concatenate(
@@ -177,21 +168,7 @@ class HashingEmbedder:
         return all_docs, all_hashes
 
     def _span_hashes(self, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        if len(starts) == 0:
-            return np.zeros(0, dtype=_U)
-        powers = np.empty(len(buf) + 1, dtype=_U)
-        powers[0] = 1
-        powers[1:] = _P
-        powers = np.cumprod(powers, dtype=_U)
-        inv = np.empty(len(buf) + 1, dtype=_U)
-        inv[0] = 1
-        inv[1:] = _P_INV
-        inv = np.cumprod(inv, dtype=_U)
-        prefix = np.zeros(len(buf) + 1, dtype=_U)
-        prefix[1:] = np.cumsum((buf.astype(_U) + _U(1)) * powers[:-1], dtype=_U)
-        raw = (prefix[ends] - prefix[starts]) * inv[starts]
-        lengths = (ends - starts).astype(_U)
-        return _mix(raw ^ (lengths << _U(56)) ^ self._salt_word)
+        return span_hashes(buf, starts, ends, self._salt_word)
 
     def _word_hashes(self, words: list[str]) -> np.ndarray:
         encoded = [w.encode() for w in words]

@@ -1,0 +1,231 @@
+"""The cluster stage: fit k-means on a keyed sample, then assign every row, shard by shard.
+
+Output shards: id, cluster (int32), distance (float32, to the row's centroid). Artifacts:
+centroids.npy (k x d float32) and clusters.parquet (cluster, size, mean and max distance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataselect.clustering.kmeans import (
+    DEFAULT_K_GRID,
+    METRICS,
+    Assigner,
+    choose_k,
+    fit_kmeans,
+    iter_vectors,
+    keyed_sample,
+    size_skew,
+)
+from dataselect.embedding.vectors import check_vector_column, first_vector_dim
+from dataselect.errors import DataError, UsageError
+from dataselect.io.ids import id_type, resolve_id_column
+from dataselect.io.output import StageOutput
+from dataselect.io.sources import InputDataset, InputShard, open_input
+from dataselect.stage import StageResult, run_stage
+
+CENTROIDS = "centroids.npy"
+CLUSTERS = "clusters.parquet"
+
+
+@dataclass
+class ClusterConfig:
+    """Options of ``dataselect cluster`` (see its --help)."""
+
+    k: int | str = 100  # an int, or "auto"
+    niter: int = 20
+    seed: int = 0
+    max_points_per_centroid: int = 256
+    metric: str = "cosine"
+    vector_column: str = "embedding"
+    id_column: str | None = None
+    k_grid: tuple[int, ...] = DEFAULT_K_GRID
+    centroids: str | None = None  # a .npy file: assign to these, do not fit
+
+    def check(self) -> None:
+        if self.metric not in METRICS:
+            raise UsageError(f"--metric must be one of {', '.join(METRICS)}")
+        if self.centroids is None and self.k != "auto":
+            if not isinstance(self.k, int) or self.k < 1:
+                raise UsageError("--k must be a positive integer or 'auto'")
+        if self.niter < 1 or self.max_points_per_centroid < 1:
+            raise UsageError("--niter and --max-points-per-centroid must be at least 1")
+
+
+def load_centroids(path: str | Path, dim: int, metric: str) -> np.ndarray:
+    try:
+        centroids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npy array ({exc})") from exc
+    if centroids.ndim != 2 or centroids.shape[0] < 1:
+        raise DataError(f"{path}: centroids must be a k x d array, got shape {centroids.shape}")
+    if centroids.shape[1] != dim:
+        raise DataError(
+            f"{path}: centroids have dimension {centroids.shape[1]}, the vectors have {dim}"
+        )
+    centroids = centroids.astype(np.float32)
+    if not np.isfinite(centroids).all():
+        raise DataError(f"{path}: centroids hold NaN or infinite values")
+    norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+    if metric == "cosine" and not np.allclose(norms, 1.0, atol=1e-5):  # keep unit ones as given
+        centroids = centroids / np.where(norms > 0, norms, 1)
+    return np.ascontiguousarray(centroids)
+
+
+class ClusterStage:
+    name = "cluster"
+    artifacts = (CENTROIDS, CLUSTERS)
+
+    def __init__(self, dataset: InputDataset, config: ClusterConfig) -> None:
+        config.check()
+        self.dataset = dataset
+        self.config = config
+        self.id_column = resolve_id_column(dataset, config.id_column)
+        fixed = check_vector_column(dataset, config.vector_column)
+        self.dim = fixed or first_vector_dim(dataset, config.vector_column)
+        rows = dataset.rows or 0
+        self.given = (
+            load_centroids(config.centroids, self.dim, config.metric) if config.centroids else None
+        )
+        if self.given is None and config.k != "auto" and int(config.k) > rows:
+            raise UsageError(f"--k {config.k} is larger than the number of rows ({rows:,})")
+        self.centroids: np.ndarray | None = None
+        self.assigner: Assigner | None = None
+        self.facts: dict[str, Any] = {}
+        self.schema = pa.schema(
+            [
+                pa.field("id", id_type(dataset, self.id_column), nullable=False),
+                pa.field("cluster", pa.int32(), nullable=False),
+                pa.field("distance", pa.float32(), nullable=False),
+            ]
+        )
+
+    def params(self) -> dict[str, Any]:
+        params = asdict(self.config)
+        params["k_grid"] = list(self.config.k_grid) if self.config.k == "auto" else None
+        params["id_column"] = self.id_column
+        params["dim"] = self.dim
+        if self.config.centroids:
+            digest = hashlib.sha256(Path(self.config.centroids).read_bytes()).hexdigest()
+            params.update(centroids_sha256=digest, k=None, niter=None, max_points_per_centroid=None)
+        return params
+
+    # -- stage hooks -------------------------------------------------------------------
+    def setup(self, output: StageOutput) -> None:
+        saved = output.folder / CENTROIDS
+        if self.given is not None:
+            centroids = self.given
+            self.facts = {"fitted": False}
+        elif saved.exists():  # resuming: this folder's identity was checked, reuse its fit
+            centroids = np.load(saved, allow_pickle=False)
+            self.facts = {"fitted": True, "resumed_fit": True}
+        else:
+            centroids = self._fit()
+        buffer = io.BytesIO()
+        np.save(buffer, centroids)
+        output.write_artifact(CENTROIDS, buffer.getvalue())
+        self.centroids = centroids
+        self.assigner = Assigner(centroids, self.config.metric)
+
+    def _fit(self) -> np.ndarray:
+        config = self.config
+        rows = self.dataset.rows or 0
+        top_k = max(config.k_grid) if config.k == "auto" else int(config.k)
+        size = min(rows, config.max_points_per_centroid * top_k)
+        sample = keyed_sample(
+            self.dataset, config.vector_column, self.dim, self.id_column, size, config.seed
+        )
+        if config.k == "auto":
+            try:
+                k, scores = choose_k(
+                    sample, config.k_grid, config.niter, config.seed, config.metric
+                )
+            except ValueError as exc:
+                raise DataError(f"--k auto: {exc} ({len(sample)} rows)") from exc
+            sample = sample[: min(len(sample), config.max_points_per_centroid * k)]
+            self.facts["silhouette"] = {str(key): round(v, 4) for key, v in scores.items()}
+        else:
+            k = int(config.k)
+        fit = fit_kmeans(sample, k, config.niter, config.seed, config.metric)
+        self.facts.update(fitted=True, sample_rows=len(sample), objective=fit.objective)
+        return fit.centroids
+
+    def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
+        assert self.assigner is not None
+        for ids, vectors in iter_vectors(
+            shard, self.config.vector_column, self.dim, self.id_column
+        ):
+            labels, distance = self.assigner.assign(vectors)
+            yield pa.RecordBatch.from_arrays(
+                [ids, pa.array(labels), pa.array(distance)], schema=self.schema
+            )
+
+    def finish(self, output: StageOutput) -> dict[str, Any]:
+        """clusters.parquet from the written shards (a reduction over two small columns)."""
+        assert self.centroids is not None
+        k = len(self.centroids)
+        sizes = np.zeros(k, dtype=np.int64)
+        sums = np.zeros(k)
+        maxima = np.zeros(k, dtype=np.float32)
+        for record in sorted(output.done.values(), key=lambda r: int(r["index"])):
+            table = pq.read_table(
+                output.folder / str(record["file"]), columns=["cluster", "distance"]
+            )
+            labels = table.column("cluster").to_numpy()
+            distance = table.column("distance").to_numpy()
+            sizes += np.bincount(labels, minlength=k)
+            sums += np.bincount(labels, weights=distance, minlength=k)
+            np.maximum.at(maxima, labels, distance)
+        table = pa.table(
+            {
+                "cluster": pa.array(np.arange(k, dtype=np.int32)),
+                "size": pa.array(sizes),
+                "mean_distance": pa.array((sums / np.maximum(sizes, 1)).astype(np.float32)),
+                "max_distance": pa.array(maxima),
+            }
+        )
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, compression="zstd")
+        output.write_artifact(CLUSTERS, buffer.getvalue().to_pybytes())
+        return {
+            "k": k,
+            "dim": self.dim,
+            "metric": self.config.metric,
+            "skew": size_skew(sizes),
+            **self.facts,
+        }
+
+
+def cluster(
+    input: str | Path,
+    output: str | Path,
+    config: ClusterConfig | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> StageResult:
+    """Cluster the vectors of ``input`` (an embed folder) into the stage folder ``output``."""
+    config = config or ClusterConfig()
+    config.check()
+    dataset = open_input(input)
+    if dataset.rows == 0:
+        raise DataError(f"{input}: the input has no rows")
+    stage = ClusterStage(dataset, config)
+    return run_stage(
+        stage,
+        dataset,
+        output,
+        params=stage.params(),
+        outputs={"columns": ["id", "cluster", "distance"]},
+        overwrite=overwrite,
+        quiet=quiet,
+    )

@@ -1,0 +1,188 @@
+"""The cluster stage: keyed fit sample, FAISS k-means, assignment, artifacts, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import run_process, shard_bytes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataselect.clustering.kmeans import Assigner, keyed_sample
+from dataselect.clustering.stage import ClusterConfig, cluster
+from dataselect.engine.local import CRASH_AFTER_ENV
+from dataselect.errors import DataError, UsageError
+from dataselect.io.sources import open_input
+
+
+def blobs(n: int, centers: int, dim: int = 16, seed: int = 0, spread: float = 0.05) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((centers, dim))
+    points = means[np.arange(n) % centers] + spread * rng.standard_normal((n, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def write_vectors(
+    folder: Path, vectors: np.ndarray, shards: int, order_seed: int | None = None
+) -> Path:
+    """Vectors with ids v000000.. in `shards` files; optionally rows shuffled first."""
+    folder.mkdir(parents=True)
+    ids = np.array([f"v{i:06d}" for i in range(len(vectors))])
+    order = np.arange(len(vectors))
+    if order_seed is not None:
+        order = np.random.default_rng(order_seed).permutation(len(vectors))
+    for s, part in enumerate(np.array_split(order, shards)):
+        table = pa.table(
+            {
+                "id": ids[part],
+                "embedding": pa.FixedSizeListArray.from_arrays(
+                    vectors[part].reshape(-1), vectors.shape[1]
+                ),
+            }
+        )
+        pq.write_table(table, folder / f"part-{s:05d}.parquet")
+    return folder
+
+
+def read_parts(folder: Path) -> pa.Table:
+    return pq.read_table(sorted(str(p) for p in folder.glob("part-*.parquet")))
+
+
+def by_id(folder: Path) -> dict[str, tuple[int, float]]:
+    table = read_parts(folder)
+    return {
+        i: (c, d)
+        for i, c, d in zip(
+            table.column("id").to_pylist(),
+            table.column("cluster").to_pylist(),
+            table.column("distance").to_pylist(),
+            strict=True,
+        )
+    }
+
+
+def test_assignment_equals_brute_force_nearest_centroid() -> None:
+    rng = np.random.default_rng(1)
+    x = blobs(500, 7, seed=2)
+    centroids = rng.standard_normal((7, 16)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    labels, distance = Assigner(centroids, "cosine").assign(x)
+    sims = x @ centroids.T
+    np.testing.assert_array_equal(labels, sims.argmax(axis=1))
+    np.testing.assert_allclose(distance, 1 - sims.max(axis=1), atol=1e-5)
+    labels, distance = Assigner(centroids, "l2").assign(x)
+    squared = ((x[:, None, :] - centroids[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels, squared.argmin(axis=1))
+    np.testing.assert_allclose(distance, squared.min(axis=1), atol=1e-5)
+
+
+def test_stage_outputs_and_artifacts(tmp_path: Path) -> None:
+    x = blobs(600, 6)
+    source = write_vectors(tmp_path / "vec", x, shards=3)
+    result = cluster(source, tmp_path / "out", ClusterConfig(k=6), quiet=True)
+    out = tmp_path / "out"
+    centroids = np.load(out / "centroids.npy")
+    assert centroids.shape == (6, 16)
+    table = read_parts(out)
+    assert table.column_names == ["id", "cluster", "distance"]
+    assert table.schema.field("cluster").type == pa.int32()
+    # every row is at its nearest centroid, and the blobs are recovered
+    labels = np.array(table.column("cluster").to_pylist())
+    np.testing.assert_array_equal(labels, (x @ centroids.T).argmax(axis=1))
+    truth = np.arange(600) % 6
+    assert all(len(set(labels[truth == c])) == 1 for c in range(6))
+    stats = pq.read_table(out / "clusters.parquet")
+    assert stats.column("size").to_pylist() == np.bincount(labels, minlength=6).tolist()
+    assert result.manifest.outputs["skew"]["empty"] == 0
+    assert result.manifest.outputs["sample_rows"] == 600
+
+
+def test_fit_sample_does_not_depend_on_sharding_or_order(tmp_path: Path) -> None:
+    x = blobs(3000, 5, seed=4)
+    a = open_input(write_vectors(tmp_path / "a", x, shards=1))
+    b = open_input(write_vectors(tmp_path / "b", x, shards=7, order_seed=3))
+    sample_a = keyed_sample(a, "embedding", 16, "id", 400, seed=0)
+    sample_b = keyed_sample(b, "embedding", 16, "id", 400, seed=0)
+    np.testing.assert_array_equal(sample_a, sample_b)
+    assert not np.array_equal(sample_a, keyed_sample(a, "embedding", 16, "id", 400, seed=1))
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 10_000))
+def test_resharding_gives_the_same_clusters(shards: int, order_seed: int) -> None:
+    import tempfile
+
+    x = blobs(800, 4, seed=5, spread=0.3)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        reference = write_vectors(root / "ref", x, shards=2)
+        other = write_vectors(root / "other", x, shards=shards, order_seed=order_seed)
+        config = ClusterConfig(k=5, max_points_per_centroid=50)
+        cluster(reference, root / "out-ref", config, quiet=True)
+        cluster(other, root / "out-other", config, quiet=True)
+        np.testing.assert_array_equal(
+            np.load(root / "out-ref/centroids.npy"), np.load(root / "out-other/centroids.npy")
+        )
+        assert by_id(root / "out-ref") == by_id(root / "out-other")
+
+
+def test_existing_centroids_assign_new_data(tmp_path: Path) -> None:
+    x = blobs(600, 6)
+    cluster(
+        write_vectors(tmp_path / "a", x, shards=2), tmp_path / "fit", ClusterConfig(k=6), quiet=True
+    )
+    fresh = write_vectors(tmp_path / "new", blobs(60, 6, seed=0)[::-1].copy(), shards=1)
+    config = ClusterConfig(centroids=str(tmp_path / "fit" / "centroids.npy"))
+    result = cluster(fresh, tmp_path / "assigned", config, quiet=True)
+    assert result.manifest.outputs["fitted"] is False
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "assigned" / "centroids.npy"),
+        np.load(tmp_path / "fit" / "centroids.npy"),
+    )
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.ones((3, 8), dtype=np.float32))
+    with pytest.raises(DataError, match="centroids have dimension 8, the vectors have 16"):
+        cluster(fresh, tmp_path / "bad", ClusterConfig(centroids=str(wrong)), quiet=True)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_k_auto_finds_the_blobs(tmp_path: Path) -> None:
+    source = write_vectors(tmp_path / "v", blobs(1500, 5, spread=0.03), shards=2)
+    config = ClusterConfig(k="auto", k_grid=(2, 3, 5, 8, 13))
+    result = cluster(source, tmp_path / "out", config, quiet=True)
+    assert result.manifest.outputs["k"] == 5
+    assert set(result.manifest.outputs["silhouette"]) == {"2", "3", "5", "8", "13"}
+
+
+def test_k_larger_than_rows_is_a_usage_error(cli, tmp_path: Path) -> None:
+    source = write_vectors(tmp_path / "v", blobs(20, 2), shards=1)
+    result = cli("cluster", source, tmp_path / "out", "--k", "50")
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip() == "dataselect: error: --k 50 is larger than the number of rows (20)"
+    )
+    assert not (tmp_path / "out").exists()
+    assert cli("cluster", source, tmp_path / "out", "--k", "many").exit_code == 2
+    with pytest.raises(UsageError):
+        ClusterConfig(metric="manhattan").check()
+
+
+def test_crash_then_rerun_gives_identical_folder(tmp_path: Path) -> None:
+    source = write_vectors(tmp_path / "v", blobs(900, 3), shards=3)
+    args = ["cluster", source, None, "--k", "3"]
+    reference, out = tmp_path / "ref", tmp_path / "out"
+    args[2] = reference
+    assert run_process(*args).returncode == 0
+    args[2] = out
+    assert run_process(*args, env={CRASH_AFTER_ENV: "1"}).returncode != 0
+    assert json.loads((out / "_manifest.json").read_text())["complete"] is False
+    assert (out / "centroids.npy").exists() and not (out / "clusters.parquet").exists()
+    assert run_process(*args).returncode == 0
+    assert shard_bytes(out) == shard_bytes(reference)
+    for name in ("centroids.npy", "clusters.parquet"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
