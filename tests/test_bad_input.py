@@ -173,3 +173,13 @@ def test_zero_vector_is_rejected(cli, tmp_path: Path) -> None:
     source = _vectors_file(tmp_path / "v.parquet", [[1.0, 0.0], [0.0, 0.0]])
     result = cli("embed", source, tmp_path / "out", "--vector-column", "emb")
     assert_clean_failure(result, 1, "row 1", "zero vector")
+
+
+@pytest.mark.parametrize(
+    ("vectors", "needle"),
+    [([[1.0, 0.0], None], "row 1: null vector"), ([[1.0, 0.0], [0.5, None]], "null inside")],
+)
+def test_null_vectors(cli, tmp_path: Path, vectors: list, needle: str) -> None:
+    source = _vectors_file(tmp_path / "v.parquet", vectors)
+    result = cli("embed", source, tmp_path / "out", "--vector-column", "emb")
+    assert_clean_failure(result, 1, needle, output=tmp_path / "out")

@@ -186,3 +186,15 @@ def test_crash_then_rerun_gives_identical_folder(tmp_path: Path) -> None:
     assert shard_bytes(out) == shard_bytes(reference)
     for name in ("centroids.npy", "clusters.parquet"):
         assert (out / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_rowwise_dot_does_not_depend_on_the_batch() -> None:
+    from dataselect.embedding.vectors import rowwise_dot
+
+    x = np.random.default_rng(0).standard_normal((4000, 384)).astype(np.float32)
+    whole = rowwise_dot(x, x)
+    for start, stop in ((1, 700), (333, 3999), (1234, 1235)):
+        odd = np.empty((stop - start + 1, 384), dtype=np.float32)[1:]  # another alignment
+        odd[:] = x[start:stop]
+        np.testing.assert_array_equal(rowwise_dot(odd, odd), whole[start:stop])
+    np.testing.assert_allclose(whole, np.einsum("ij,ij->i", x, x), rtol=1e-5)

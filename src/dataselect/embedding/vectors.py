@@ -63,18 +63,16 @@ def normalised_vectors(
 
 
 def rowwise_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-row dot products in float64, summed in a fixed order (column 0, 1, ...).
+    """Per-row dot products in float64, each row summed on its own.
 
-    einsum and BLAS pick SIMD paths by memory alignment and batch shape, so the same row can
-    get different last bits in another batch; this sum cannot, which keeps outputs
-    byte-identical however rows are sharded.
+    einsum and BLAS choose SIMD paths by memory alignment and batch shape, so the same row
+    can get other last bits in another batch. Here the products are formed in float64 and
+    each contiguous row is reduced by numpy's pairwise sum, whose order depends only on the
+    row length: outputs stay byte-identical however rows are sharded (tested).
     """
-    columns_a = np.ascontiguousarray(a.T, dtype=np.float64)
-    columns_b = columns_a if b is a else np.ascontiguousarray(b.T, dtype=np.float64)
-    total = np.zeros(a.shape[0])
-    for col_a, col_b in zip(columns_a, columns_b, strict=True):
-        total += col_a * col_b
-    return total
+    a64 = np.ascontiguousarray(a, dtype=np.float64)
+    b64 = a64 if b is a else np.ascontiguousarray(b, dtype=np.float64)
+    return (a64 * b64).sum(axis=1)
 
 
 def _first(mask: pa.Array) -> int:
