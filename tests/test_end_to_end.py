@@ -94,3 +94,27 @@ def test_banking77_clusters_follow_the_intents(tmp_path: Path) -> None:
     assert score > 0.45, score  # measured 0.53; random clusters give 0
     sizes = pq.read_table(tmp_path / "cluster" / "clusters.parquet").column("size").to_pylist()
     assert sum(sizes) == 10003
+
+
+def test_banking77_pipeline_selects_through_the_cli(tmp_path: Path) -> None:
+    source = DATASETS / "banking77.train.parquet"
+    steps = [
+        ("embed", source, tmp_path / "embed", "-e", "hashing"),
+        ("cluster", tmp_path / "embed", tmp_path / "cluster", "--k", "200"),
+        ("sample", tmp_path / "cluster", tmp_path / "sel", "-s", "kmeans-closest", "-b", "2%"),
+    ]
+    for step in steps:
+        done = run_process(*step, "-q")
+        assert done.returncode == 0, done.stderr
+    rows = pq.read_table(sorted(str(p) for p in (tmp_path / "sel").glob("part-*.parquet")))
+    assert rows.num_rows == 200 and rows.column_names == ["id", "text", "label"]
+    report = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert report["cluster_coverage"] == 1.0 and len(report["counts_per_cluster"]) == 200
+    assert report["vendi_selected"]["q1"] > 1 and report["vendi_corpus_rows"] == 10003
+    labels = labels_by_id(source)
+    assert all(
+        labels[i] == y
+        for i, y in zip(
+            rows.column("id").to_pylist(), rows.column("label").to_pylist(), strict=True
+        )
+    )

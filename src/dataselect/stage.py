@@ -89,8 +89,13 @@ def run_stage(
     outputs: dict[str, Any] | None = None,
     overwrite: bool = False,
     quiet: bool = False,
+    identity_input: InputDataset | None = None,
 ) -> StageResult:
-    """Run ``stage`` over every shard of ``dataset`` into ``output``, resumably."""
+    """Run ``stage`` over every shard of ``dataset`` into ``output``, resumably.
+
+    ``identity_input`` is the stage's own input when it differs from the shards it maps
+    (the sample stage reads a cluster folder but writes one part per source shard).
+    """
     from dataselect import __version__
     from dataselect.engine.local import run_local
 
@@ -99,9 +104,9 @@ def run_stage(
         version=__version__,
         params=params,
         input={
-            "path": str(Path(dataset.path).resolve()),
-            "format": dataset.format,
-            "fingerprint": dataset.fingerprint(),
+            "path": str(Path((identity_input or dataset).path).resolve()),
+            "format": (identity_input or dataset).format,
+            "fingerprint": (identity_input or dataset).fingerprint(),
         },
         outputs=dict(outputs or {}),
     )

@@ -226,6 +226,70 @@ def _parse_grid(value: str) -> tuple[int, ...]:
     return grid
 
 
+SAMPLE_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect sample runs/cluster runs/selection --strategy kmeans-closest --budget 1000\n\n"
+    "  dataselect sample runs/cluster runs/selection --strategy kmeans-random --budget 5%\n\n"
+    "  dataselect sample runs/score runs/selection --strategy kmq --score-column score_x\n\n"
+    "OUTPUT gets the selected rows with all their source columns (part-NNNNN.parquet, "
+    "part i from source shard i), decisions.parquet (id, cluster, score, selected, reason "
+    "for every row) and selection.json (parameters, counts per cluster, Vendi scores of the "
+    "selection and of the corpus, cluster coverage and entropy)."
+)
+
+
+@app.command(epilog=SAMPLE_EPILOG)
+def sample(
+    input: Annotated[str, typer.Argument(help="A cluster stage folder.")],
+    output: Annotated[Path, typer.Argument(help="Output folder for the selection.")],
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            "-s",
+            help="random, top-k, kmeans-closest, kmeans-random or kmq.",
+        ),
+    ] = "kmeans-closest",
+    budget: Annotated[
+        str, typer.Option("--budget", "-b", help="Rows to select: a count (1000) or a share (5%).")
+    ] = "5%",
+    score_column: Annotated[
+        str | None, typer.Option(help="Score column for top-k and kmq (higher is better).")
+    ] = None,
+    allocation: Annotated[
+        str | None,
+        typer.Option(
+            help="Budget per cluster: proportional to size, or equal (leftovers to clusters "
+            "with rows left) \\[default: equal for kmeans-closest, else proportional]."
+        ),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(help="kmq: rows drawn with probability softmax(score / T).")
+    ] = 1.0,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Select exactly --budget rows and write them with all their original columns."""
+    from dataselect.sampling.stage import SampleConfig
+    from dataselect.sampling.stage import sample as sample_stage
+
+    config = SampleConfig(
+        strategy=strategy,
+        budget=budget,
+        score_column=score_column,
+        allocation=allocation,
+        temperature=temperature,
+        seed=seed,
+    )
+    result = run_command(
+        debug, lambda: sample_stage(input, output, config, overwrite=overwrite, quiet=quiet)
+    )
+    emit_summary(result.summary(), json_summary, quiet)
+
+
 EXAMPLE_EPILOG = """[bold]Example[/bold]
 
   dataselect example demo/data && dataselect embed demo/data demo/embed"""

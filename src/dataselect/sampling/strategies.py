@@ -1,0 +1,127 @@
+"""Selection strategies: pure functions from per-row columns to the chosen rows.
+
+Rows arrive in a canonical order (sorted by id), and every random draw comes from the
+keyed hash of (seed, id), so a selection does not depend on sharding, row order or engine.
+Every strategy returns exactly ``budget`` rows when the data has that many.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STRATEGIES = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq")
+NEEDS_CLUSTERS = ("kmeans-closest", "kmeans-random", "kmq")
+NEEDS_SCORE = ("top-k", "kmq")
+ALLOCATIONS = ("proportional", "equal")
+
+
+@dataclass
+class Pool:
+    """The per-row columns a strategy sees, in canonical (id) order."""
+
+    keys: np.ndarray  # uint64, keyed hash of (seed, id)
+    cluster: np.ndarray | None = None  # int32
+    distance: np.ndarray | None = None  # float32
+    score: np.ndarray | None = None  # float64
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class Selection:
+    rows: np.ndarray  # indices into the pool, in selection order
+    reasons: np.ndarray  # one short text per pool row
+
+
+def uniform01(keys: np.ndarray) -> np.ndarray:
+    """Keys -> floats in (0, 1), exactly representable, never 0 or 1."""
+    return ((keys >> np.uint64(11)).astype(np.float64) + 0.5) / float(1 << 53)
+
+
+def allocate(sizes: np.ndarray, budget: int, mode: str) -> np.ndarray:
+    """Rows to take per cluster; sums to ``budget`` exactly and never exceeds a size.
+
+    proportional: budget * size / total, floored, the remainder to the largest fractions
+    (largest-remainder rounding; ties to the lower cluster id). equal: the same share for
+    every cluster, with what a small cluster cannot use handed to those that still have rows.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    if budget > total:
+        raise ValueError(f"budget {budget} exceeds {total} rows")
+    if mode == "proportional":
+        exact = budget * sizes / total
+        quota = np.floor(exact).astype(np.int64)
+        left = budget - int(quota.sum())
+        room = quota < sizes
+        fraction = np.where(room, exact - quota, -1.0)
+        order = np.lexsort((np.arange(len(sizes)), -fraction))
+        quota[order[:left]] += 1
+        return quota
+    quota = np.zeros(len(sizes), dtype=np.int64)
+    left = budget
+    while left > 0:
+        open_ = np.flatnonzero(quota < sizes)
+        share = left // len(open_)
+        if share == 0:  # fewer rows left than open clusters: largest room first, then id
+            room = sizes[open_] - quota[open_]
+            first = open_[np.lexsort((open_, -room))][:left]
+            quota[first] += 1
+            break
+        grant = np.minimum(share, sizes[open_] - quota[open_])
+        quota[open_] += grant
+        left -= int(grant.sum())
+    return quota
+
+
+def select(
+    pool: Pool, strategy: str, budget: int, allocation: str, temperature: float
+) -> Selection:
+    n = len(pool)
+    reasons = np.full(n, "not selected", dtype=object)
+    if strategy == "random":
+        rows = np.argsort(pool.keys, kind="stable")[:budget]
+        reasons[rows] = "random draw"
+    elif strategy == "top-k":
+        assert pool.score is not None
+        rows = np.lexsort((np.arange(n), -pool.score))[:budget]
+        reasons[rows] = [f"score rank {r + 1}" for r in range(len(rows))]
+    else:
+        assert pool.cluster is not None
+        rows = _per_cluster(pool, strategy, budget, allocation, temperature, reasons)
+    return Selection(rows=np.asarray(rows, dtype=np.int64), reasons=reasons)
+
+
+def _per_cluster(
+    pool: Pool, strategy: str, budget: int, allocation: str, temperature: float, reasons: np.ndarray
+) -> np.ndarray:
+    assert pool.cluster is not None
+    k = int(pool.cluster.max()) + 1
+    sizes = np.bincount(pool.cluster, minlength=k)
+    quota = allocate(sizes, budget, allocation)
+    n = len(pool)
+    if strategy == "kmeans-closest":
+        assert pool.distance is not None
+        rank_key, what = pool.distance.astype(np.float64), "closest to its centroid"
+    elif strategy == "kmeans-random":
+        rank_key, what = pool.keys.astype(np.float64), "random within its cluster"
+    else:  # kmq: Efraimidis-Spirakis weighted draw without replacement, weight softmax(s / T)
+        assert pool.score is not None
+        logits = pool.score / temperature
+        top = np.full(k, -np.inf)
+        np.maximum.at(top, pool.cluster, logits)
+        log_weight = logits - top[pool.cluster]
+        # E / w with E ~ Exp(1): the smallest values win; in logs, so no overflow at small T
+        rank_key = np.log(-np.log(uniform01(pool.keys))) - log_weight
+        what = "drawn by softmax(score / T) within its cluster"
+    order = np.lexsort((np.arange(n), rank_key, pool.cluster))  # by cluster, then rank key
+    starts = np.searchsorted(pool.cluster[order], np.arange(k))
+    chosen = [order[starts[c] : starts[c] + quota[c]] for c in range(k) if quota[c]]
+    rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+    for c in range(k):
+        for rank, row in enumerate(order[starts[c] : starts[c] + quota[c]]):
+            reasons[row] = f"{what} (rank {rank + 1} of {quota[c]} in cluster {c})"
+    return rows

@@ -1,0 +1,226 @@
+"""The sample stage: strategies, exact budgets, determinism, lineage, metrics, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import synthetic_texts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataselect.clustering.stage import ClusterConfig, cluster
+from dataselect.embedding.stage import EmbedConfig, embed
+from dataselect.errors import DataError, UsageError
+from dataselect.sampling.metrics import vendi_eigenvalues, vendi_from_eigenvalues, vendi_scores
+from dataselect.sampling.stage import SampleConfig, sample
+from dataselect.sampling.strategies import Pool, allocate, select
+
+
+def write_texts(folder: Path, n: int, shards: int, order_seed: int | None = None) -> Path:
+    folder.mkdir(parents=True)
+    texts = np.array(synthetic_texts(n, seed=3), dtype=object)
+    ids = np.array([f"t{i:05d}" for i in range(n)], dtype=object)
+    labels = np.array([str(i % 3) for i in range(n)], dtype=object)
+    order = np.arange(n)
+    if order_seed is not None:
+        order = np.random.default_rng(order_seed).permutation(n)
+    for s, part in enumerate(np.array_split(order, shards)):
+        table = pa.table(
+            {"id": ids[part].tolist(), "text": texts[part].tolist(), "label": labels[part].tolist()}
+        )
+        pq.write_table(table, folder / f"d-{s:03d}.parquet")
+    return folder
+
+
+def pipeline(root: Path, shards: int = 3, order_seed: int | None = None, n: int = 300) -> Path:
+    source = write_texts(root / "data", n, shards, order_seed)
+    embed(source, root / "embed", EmbedConfig(embedder="hashing", dim=32), quiet=True)
+    cluster(root / "embed", root / "cluster", ClusterConfig(k=8), quiet=True)
+    return root / "cluster"
+
+
+def selected_rows(folder: Path) -> pa.Table:
+    return pq.read_table(sorted(str(p) for p in folder.glob("part-*.parquet")))
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return pipeline(tmp_path_factory.mktemp("pipe"))
+
+
+@pytest.mark.parametrize("strategy", ["random", "kmeans-closest", "kmeans-random"])
+def test_selection_folder(clustered: Path, tmp_path: Path, strategy: str) -> None:
+    out = tmp_path / "sel"
+    result = sample(clustered, out, SampleConfig(strategy=strategy, budget="10%"), quiet=True)
+    rows = selected_rows(out)
+    assert rows.num_rows == 30 == result.rows
+    assert rows.column_names == ["id", "text", "label"]  # all the source columns
+    source = pq.read_table(clustered.parent / "data")
+    by_id = dict(
+        zip(source.column("id").to_pylist(), source.column("text").to_pylist(), strict=True)
+    )
+    assert all(
+        by_id[i] == t
+        for i, t in zip(rows.column("id").to_pylist(), rows.column("text").to_pylist(), strict=True)
+    )
+    decisions = pq.read_table(out / "decisions.parquet")
+    assert decisions.num_rows == 300 and sum(decisions.column("selected").to_pylist()) == 30
+    chosen = {
+        i
+        for i, s in zip(
+            decisions.column("id").to_pylist(),
+            decisions.column("selected").to_pylist(),
+            strict=True,
+        )
+        if s
+    }
+    assert chosen == set(rows.column("id").to_pylist())
+    report = json.loads((out / "selection.json").read_text())
+    assert report["strategy"] == strategy and report["budget_rows"] == 30
+    assert sum(report["counts_per_cluster"].values()) == 30
+    assert set(report["vendi_selected"]) == {"q1", "q2", "qinf"}
+    if strategy != "random":
+        assert report["cluster_coverage"] == 1.0
+
+
+def test_kmeans_closest_takes_the_rows_nearest_each_centroid(
+    clustered: Path, tmp_path: Path
+) -> None:
+    sample(
+        clustered, tmp_path / "sel", SampleConfig(strategy="kmeans-closest", budget="8"), quiet=True
+    )
+    assigned = pq.read_table(sorted(str(p) for p in clustered.glob("part-*.parquet")))
+    ids = np.array(assigned.column("id").to_pylist())
+    labels = np.array(assigned.column("cluster").to_pylist())
+    distance = np.array(assigned.column("distance").to_pylist())
+    expected = {
+        ids[labels == c][np.lexsort((ids[labels == c], distance[labels == c]))[0]] for c in range(8)
+    }
+    assert set(selected_rows(tmp_path / "sel").column("id").to_pylist()) == expected
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    strategy=st.sampled_from(["random", "kmeans-closest", "kmeans-random"]),
+    budget=st.integers(1, 300),
+    shards=st.integers(1, 5),
+    order_seed=st.integers(0, 1000),
+)
+def test_selection_properties(strategy: str, budget: int, shards: int, order_seed: int) -> None:
+    """Budget met exactly, no duplicates, a subset of the input, same bytes for the same seed,
+    and the same selection when the same rows come in other shards and another order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        reference = pipeline(root / "a")
+        reshuffled = pipeline(root / "b", shards=shards, order_seed=order_seed)
+        config = SampleConfig(strategy=strategy, budget=str(budget))
+        sample(reference, root / "s1", config, quiet=True)
+        sample(reference, root / "s2", config, quiet=True)
+        sample(reshuffled, root / "s3", config, quiet=True)
+        ids = selected_rows(root / "s1").column("id").to_pylist()
+        assert len(ids) == budget == len(set(ids))
+        assert set(ids) <= {f"t{i:05d}" for i in range(300)}
+        for name in ("decisions.parquet", "selection.json", "part-00000.parquet"):
+            assert (root / "s1" / name).read_bytes() == (root / "s2" / name).read_bytes()
+        assert (root / "s1" / "decisions.parquet").read_bytes() == (
+            root / "s3" / "decisions.parquet"
+        ).read_bytes()
+        assert sorted(selected_rows(root / "s3").column("id").to_pylist()) == sorted(ids)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 50), min_size=1, max_size=20).filter(lambda s: sum(s) > 0),
+    data=st.data(),
+    mode=st.sampled_from(["proportional", "equal"]),
+)
+def test_allocation_is_exact_and_feasible(sizes: list[int], data: st.DataObject, mode: str) -> None:
+    budget = data.draw(st.integers(1, sum(sizes)))
+    quota = allocate(np.array(sizes), budget, mode)
+    assert quota.sum() == budget
+    assert (quota >= 0).all() and (quota <= np.array(sizes)).all()
+    if mode == "equal":  # nobody gets two more than a cluster that still had room
+        room = quota < np.array(sizes)
+        if room.any():
+            assert quota.max() <= quota[room].min() + 1
+
+
+def test_kmq_follows_the_score_as_temperature_drops() -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    pool = Pool(
+        keys=rng.integers(0, 2**63, n, dtype=np.uint64),
+        cluster=(np.arange(n) % 4).astype(np.int32),
+        score=rng.standard_normal(n),
+    )
+    cold = select(pool, "kmq", 40, "proportional", temperature=1e-3).rows
+    for c in range(4):
+        in_cluster = np.flatnonzero(pool.cluster == c)
+        top = set(in_cluster[np.argsort(-pool.score[in_cluster])[:10]])
+        assert set(cold[pool.cluster[cold] == c]) == top
+    hot = select(pool, "kmq", 400, "proportional", temperature=1.0).rows
+    mean_hot = pool.score[hot].mean()
+    uniform = select(pool, "kmeans-random", 400, "proportional", temperature=1.0).rows
+    assert mean_hot > pool.score[uniform].mean() + 0.3  # softmax tilts toward high scores
+    assert len(set(hot.tolist())) == 400
+
+
+def test_vendi_dual_form_equals_the_full_kernel() -> None:
+    x = np.random.default_rng(1).standard_normal((60, 8))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    full = np.clip(np.linalg.eigvalsh(x @ x.T / len(x)), 0, None)
+    for q in (1, 2, math.inf, 0.5):
+        assert vendi_from_eigenvalues(vendi_eigenvalues(x), q) == pytest.approx(
+            vendi_from_eigenvalues(full, q), rel=1e-9
+        )
+    assert vendi_scores(np.tile(x[:1], (10, 1)))["q1"] == pytest.approx(1.0)
+    assert vendi_scores(np.eye(5))["q1"] == pytest.approx(5.0)
+
+
+def test_bad_inputs(clustered: Path, tmp_path: Path, cli) -> None:
+    def fails(code: int, needle: str, *args: str) -> None:
+        result = cli("sample", *args)
+        assert result.exit_code == code, result.stderr
+        assert result.stderr.startswith("dataselect: error: ") and needle in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+    out = tmp_path / "o"
+    fails(2, "larger than the data (300 rows)", clustered, out, "--budget", "301")
+    fails(2, "--budget must be at least 1", clustered, out, "--budget", "0")
+    fails(2, "row count or a percentage", clustered, out, "--budget", "lots")
+    fails(2, "needs --score-column", clustered, out, "--strategy", "top-k")
+    fails(
+        1,
+        "needs a 'cluster' column",
+        clustered.parent / "embed",
+        out,
+        "--strategy",
+        "kmeans-random",
+    )
+    fails(1, "no score column 'score_q'", clustered, out, "-s", "kmq", "--score-column", "score_q")
+    assert not out.exists()
+
+
+def test_nan_scores_are_refused(clustered: Path, tmp_path: Path) -> None:
+    scored = tmp_path / "scored"
+    scored.mkdir()
+    manifest = json.loads((clustered / "_manifest.json").read_text())
+    for record in manifest["shards"]:
+        table = pq.read_table(clustered / record["file"])
+        score = np.linspace(0, 1, table.num_rows)
+        score[-1] = np.nan
+        pq.write_table(table.append_column("score_x", pa.array(score)), scored / record["file"])
+    (scored / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="'score_x' has a NaN"):
+        sample(
+            scored, tmp_path / "o", SampleConfig(strategy="kmq", score_column="score_x"), quiet=True
+        )
+    with pytest.raises(UsageError):
+        SampleConfig(strategy="best").check()
