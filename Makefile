@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/dataselect example $(DEMO)/data --limit 2000
 	$(BIN)/dataselect embed $(DEMO)/data $(DEMO)/embed --embedder minilm
 	$(BIN)/dataselect cluster $(DEMO)/embed $(DEMO)/cluster --k 32
+	$(BIN)/dataselect sample $(DEMO)/cluster $(DEMO)/selection --strategy kmeans-closest --budget 5%
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts

@@ -10,6 +10,7 @@ from dataselect.embedding.stage import EmbedConfig, embed
 from dataselect.errors import DataError, DataselectError, UsageError
 from dataselect.io.sources import open_input
 from dataselect.manifest import Manifest, read_manifest
+from dataselect.sampling.stage import SampleConfig, sample
 
 __version__ = "0.1.0"
 
@@ -19,10 +20,12 @@ __all__ = [
     "DataselectError",
     "EmbedConfig",
     "Manifest",
+    "SampleConfig",
     "UsageError",
     "__version__",
     "cluster",
     "embed",
     "open_input",
     "read_manifest",
+    "sample",
 ]

@@ -55,5 +55,10 @@ def emit_summary(summary: dict[str, Any], as_json: bool, quiet: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     elif not quiet:
-        line = ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (list, dict)))
-        print(line, file=sys.stderr)
+        parts = []
+        for key, value in summary.items():
+            if isinstance(value, dict) and len(value) <= 8:  # e.g. vendi_selected.q1=...
+                parts += [f"{key}.{k}={v}" for k, v in value.items() if not isinstance(v, dict)]
+            elif not isinstance(value, (list, dict)):
+                parts.append(f"{key}={value}")
+        print(", ".join(parts), file=sys.stderr)

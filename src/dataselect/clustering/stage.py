@@ -93,6 +93,13 @@ class ClusterStage:
         self.id_column = resolve_id_column(dataset, config.id_column)
         fixed = check_vector_column(dataset, config.vector_column)
         self.dim = fixed or first_vector_dim(dataset, config.vector_column)
+        # an embed stage wrote its embedding column validated and unit-norm: read as stored
+        self.trusted = bool(
+            dataset.manifest is not None
+            and dataset.manifest.stage == "embed"
+            and config.vector_column == "embedding"
+            and config.metric == "cosine"
+        )
         rows = dataset.rows or 0
         self.given = (
             load_centroids(config.centroids, self.dim, config.metric) if config.centroids else None
@@ -143,7 +150,13 @@ class ClusterStage:
         top_k = max(config.k_grid) if config.k == "auto" else int(config.k)
         size = min(rows, config.max_points_per_centroid * top_k)
         sample = keyed_sample(
-            self.dataset, config.vector_column, self.dim, self.id_column, size, config.seed
+            self.dataset,
+            config.vector_column,
+            self.dim,
+            self.id_column,
+            size,
+            config.seed,
+            trusted=self.trusted,
         )
         if config.k == "auto":
             try:
@@ -163,7 +176,7 @@ class ClusterStage:
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
         assert self.assigner is not None
         for ids, vectors in iter_vectors(
-            shard, self.config.vector_column, self.dim, self.id_column
+            shard, self.config.vector_column, self.dim, self.id_column, self.trusted
         ):
             labels, distance = self.assigner.assign(vectors)
             yield pa.RecordBatch.from_arrays(

@@ -32,12 +32,21 @@ def first_vector_dim(dataset: InputDataset, column: str) -> int:
 
 
 def normalised_vectors(
-    values: pa.Array, dim: int, shard: InputShard, offset: int, column: str
+    values: pa.Array,
+    dim: int,
+    shard: InputShard,
+    offset: int,
+    column: str,
+    positions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """float32 unit vectors from a list column; errors name the row at fault."""
+    """float32 unit vectors from a list column; errors name the row at fault.
+
+    ``positions`` maps each value to its row in the batch when only some rows were taken.
+    """
 
     def where(i: int) -> str:
-        return f"{shard.path}: column '{column}' at row {shard.first_row + offset + i}"
+        row = int(positions[i]) if positions is not None else i
+        return f"{shard.path}: column '{column}' at row {shard.first_row + offset + row}"
 
     if values.null_count:
         raise DataError(f"{where(_first(pc.is_null(values)))}: null vector")
@@ -63,16 +72,16 @@ def normalised_vectors(
 
 
 def rowwise_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-row dot products in float64, each row summed on its own.
+    """Per-row dot products, each contiguous row reduced on its own (float64 result).
 
     einsum and BLAS choose SIMD paths by memory alignment and batch shape, so the same row
-    can get other last bits in another batch. Here the products are formed in float64 and
-    each contiguous row is reduced by numpy's pairwise sum, whose order depends only on the
-    row length: outputs stay byte-identical however rows are sharded (tested).
+    can get other last bits in another batch. Here the float32 products of each row are
+    reduced by numpy's pairwise sum, whose order depends only on the row length: outputs
+    stay byte-identical however rows are sharded (tested).
     """
-    a64 = np.ascontiguousarray(a, dtype=np.float64)
-    b64 = a64 if b is a else np.ascontiguousarray(b, dtype=np.float64)
-    return (a64 * b64).sum(axis=1)
+    a32 = np.ascontiguousarray(a, dtype=np.float32)
+    b32 = a32 if b is a else np.ascontiguousarray(b, dtype=np.float32)
+    return (a32 * b32).sum(axis=1).astype(np.float64)
 
 
 def _first(mask: pa.Array) -> int:

@@ -259,7 +259,7 @@ class SampleStage:
                     vectors.append(picked.flatten().to_numpy().reshape(-1, dim))
         facts["vendi_selected"] = vendi_scores(np.concatenate(vectors))
         size = min(len(self.ids), METRICS_SAMPLE_ROWS)
-        corpus = keyed_sample(embed, "embedding", dim, "id", size, self.config.seed)
+        corpus = keyed_sample(embed, "embedding", dim, "id", size, self.config.seed, trusted=True)
         facts["vendi_corpus"] = vendi_scores(corpus)
         facts["vendi_corpus_rows"] = size
         return facts
