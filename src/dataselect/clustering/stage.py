@@ -31,7 +31,7 @@ from dataselect.embedding.vectors import check_vector_column, first_vector_dim
 from dataselect.errors import DataError, UsageError
 from dataselect.io.ids import id_type, resolve_id_column
 from dataselect.io.output import StageOutput
-from dataselect.io.sources import InputDataset, InputShard, open_input
+from dataselect.io.sources import InputDataset, InputShard, open_stage_input
 from dataselect.stage import StageResult, run_stage
 
 CENTROIDS = "centroids.npy"
@@ -229,9 +229,7 @@ def cluster(
     """Cluster the vectors of ``input`` (an embed folder) into the stage folder ``output``."""
     config = config or ClusterConfig()
     config.check()
-    dataset = open_input(input)
-    if dataset.rows == 0:
-        raise DataError(f"{input}: the input has no rows")
+    dataset = open_stage_input(input)
     stage = ClusterStage(dataset, config)
     return run_stage(
         stage,

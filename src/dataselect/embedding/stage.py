@@ -14,7 +14,12 @@ from dataselect.embedding.text import TextSpec
 from dataselect.embedding.vectors import check_vector_column, first_vector_dim, normalised_vectors
 from dataselect.errors import UsageError
 from dataselect.io.ids import batch_ids, check_unique, id_type, resolve_id_column
-from dataselect.io.sources import DEFAULT_SHARD_ROWS, InputDataset, InputShard, open_input
+from dataselect.io.sources import (
+    DEFAULT_SHARD_ROWS,
+    InputDataset,
+    InputShard,
+    open_stage_input,
+)
 from dataselect.stage import PerRowStage, StageResult, run_stage
 
 EMBEDDERS = ("minilm", "hashing")
@@ -154,11 +159,7 @@ def embed(
     """Embed every row of ``input`` into the stage folder ``output``; returns what it did."""
     config = config or EmbedConfig()
     config.check()
-    dataset = open_input(input, shard_rows=config.shard_rows)
-    if dataset.rows == 0:
-        from dataselect.errors import DataError
-
-        raise DataError(f"{input}: the input has no rows")
+    dataset = open_stage_input(input, shard_rows=config.shard_rows)
     stage = EmbedStage(dataset, config)
     return run_stage(
         stage,

@@ -174,6 +174,14 @@ def open_input(path: str | Path, shard_rows: int = DEFAULT_SHARD_ROWS) -> InputD
     return _open_files(root, files, _format_of(files, text), shard_rows)
 
 
+def open_stage_input(path: str | Path, shard_rows: int = DEFAULT_SHARD_ROWS) -> InputDataset:
+    """``open_input`` for a stage: an input without rows is an error."""
+    dataset = open_input(path, shard_rows=shard_rows)
+    if dataset.rows == 0:
+        raise DataError(f"{path}: the input has no rows")
+    return dataset
+
+
 def _open_files(root: Path, files: list[Path], fmt: str, shard_rows: int) -> InputDataset:
     if fmt == "parquet":
         return _open_parquet(root, files, shard_rows)

@@ -25,7 +25,7 @@ from dataselect.clustering.kmeans import keyed_sample
 from dataselect.errors import DataError, UsageError
 from dataselect.io.ids import batch_ids
 from dataselect.io.output import StageOutput
-from dataselect.io.sources import InputDataset, InputShard, open_input
+from dataselect.io.sources import InputDataset, InputShard, open_input, open_stage_input
 from dataselect.keyed import row_keys
 from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
 from dataselect.sampling.metrics import cluster_coverage, cluster_entropy, vendi_scores
@@ -275,11 +275,9 @@ def sample(
     """Select ``config.budget`` rows of a cluster folder into the dataset folder ``output``."""
     config = config or SampleConfig()
     config.check()
-    dataset = open_input(input)
+    dataset = open_stage_input(input)
     if dataset.manifest is None:
         raise DataError(f"{input}: give a cluster stage folder (it has no {MANIFEST_NAME})")
-    if dataset.rows == 0:
-        raise DataError(f"{input}: the input has no rows")
     stage = SampleStage(dataset, config)
     return run_stage(
         stage,
