@@ -224,3 +224,24 @@ def test_nan_scores_are_refused(clustered: Path, tmp_path: Path) -> None:
         )
     with pytest.raises(UsageError):
         SampleConfig(strategy="best").check()
+
+
+def test_crash_then_rerun_gives_the_same_selection(clustered: Path, tmp_path: Path) -> None:
+    from conftest import run_process, shard_bytes
+
+    from dataselect.engine.local import CRASH_AFTER_ENV
+
+    args = ["sample", clustered, None, "-s", "kmeans-random", "-b", "40"]
+    args[2] = tmp_path / "ref"
+    assert run_process(*args).returncode == 0
+    args[2] = tmp_path / "out"
+    assert run_process(*args, env={CRASH_AFTER_ENV: "1"}).returncode != 0
+    assert not (tmp_path / "out" / "selection.json").exists()
+    rerun = run_process(*args, "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["shards_skipped"] == 1
+    assert shard_bytes(tmp_path / "out") == shard_bytes(tmp_path / "ref")
+    for name in ("decisions.parquet", "selection.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+    again = run_process(*args, "--json")
+    assert json.loads(again.stdout)["shards_skipped"] == 3
