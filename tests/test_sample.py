@@ -245,3 +245,60 @@ def test_crash_then_rerun_gives_the_same_selection(clustered: Path, tmp_path: Pa
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
     again = run_process(*args, "--json")
     assert json.loads(again.stdout)["shards_skipped"] == 3
+
+
+@pytest.mark.parametrize("strategy", ["random", "kmeans-closest", "kmeans-random"])
+def test_token_budget_takes_the_most_rows_that_fit(
+    clustered: Path, tmp_path: Path, strategy: str
+) -> None:
+    source = pq.read_table(clustered.parent / "data")
+    tokens = {
+        i: len(t.split())
+        for i, t in zip(
+            source.column("id").to_pylist(), source.column("text").to_pylist(), strict=True
+        )
+    }
+    config = SampleConfig(strategy=strategy, budget_tokens=500)
+    result = sample(clustered, tmp_path / "sel", config, quiet=True)
+    ids = selected_rows(tmp_path / "sel").column("id").to_pylist()
+    used = sum(tokens[i] for i in ids)
+    assert used <= 500 and used == result.manifest.outputs["tokens_selected"]
+    rows = result.manifest.outputs["budget_rows"]
+    one_more = sample(
+        clustered,
+        tmp_path / "more",
+        SampleConfig(strategy=strategy, budget=str(rows + 1)),
+        quiet=True,
+    )
+    more_ids = selected_rows(one_more.output).column("id").to_pylist()
+    assert sum(tokens[i] for i in more_ids) > 500  # one more row would not fit
+
+
+def test_token_budget_from_a_column_and_its_errors(clustered: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no token column 'n_tokens'"):
+        sample(
+            clustered,
+            tmp_path / "a",
+            SampleConfig(budget_tokens=100, token_column="n_tokens"),
+            quiet=True,
+        )
+    with pytest.raises(UsageError, match="not even one row fits"):
+        sample(clustered, tmp_path / "b", SampleConfig(budget_tokens=1), quiet=True)
+    with pytest.raises(UsageError, match="--budget-tokens must be at least 1"):
+        SampleConfig(budget_tokens=0).check()
+
+
+def test_token_budget_from_a_numeric_column(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = synthetic_texts(120, seed=5)
+    pq.write_table(
+        pa.table({"id": [f"r{i:03d}" for i in range(120)], "text": texts, "n_tokens": [10] * 120}),
+        data / "d.parquet",
+    )
+    embed(data, tmp_path / "embed", EmbedConfig(embedder="hashing", dim=16), quiet=True)
+    cluster(tmp_path / "embed", tmp_path / "cluster", ClusterConfig(k=4), quiet=True)
+    config = SampleConfig(strategy="kmeans-random", budget_tokens=255, token_column="n_tokens")
+    result = sample(tmp_path / "cluster", tmp_path / "sel", config, quiet=True)
+    assert result.manifest.outputs["budget_rows"] == 25
+    assert result.manifest.outputs["tokens_selected"] == 250

@@ -266,6 +266,16 @@ def sample(
     temperature: Annotated[
         float, typer.Option(help="kmq: rows drawn with probability softmax(score / T).")
     ] = 1.0,
+    budget_tokens: Annotated[
+        int | None,
+        typer.Option(help="Budget in tokens instead of rows: the most rows that fit."),
+    ] = None,
+    token_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Tokens per row for --budget-tokens \\[default: whitespace tokens of the text]."
+        ),
+    ] = None,
     seed: Seed = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -283,6 +293,8 @@ def sample(
         allocation=allocation,
         temperature=temperature,
         seed=seed,
+        budget_tokens=budget_tokens,
+        token_column=token_column,
     )
     result = run_command(
         debug, lambda: sample_stage(input, output, config, overwrite=overwrite, quiet=quiet)

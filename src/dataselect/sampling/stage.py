@@ -55,8 +55,12 @@ class SampleConfig:
     allocation: str | None = None  # default: equal for kmeans-closest, else proportional
     temperature: float = 1.0
     seed: int = 0
+    budget_tokens: int | None = None  # instead of budget: a total token count
+    token_column: str | None = None  # tokens per row; default: whitespace tokens of the text
 
     def check(self) -> None:
+        if self.budget_tokens is not None and self.budget_tokens < 1:
+            raise UsageError("--budget-tokens must be at least 1")
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}")
         if self.allocation is not None and self.allocation not in ALLOCATIONS:
@@ -140,7 +144,11 @@ class SampleStage:
             dataset.require_columns([config.score_column], what="score column")
         self.lineage = trace_lineage(Path(dataset.path))
         self.ids, self.pool = self._read_pool()
-        self.budget = parse_budget(config.budget, len(self.ids))
+        if config.budget_tokens is None:
+            self.budget = parse_budget(config.budget, len(self.ids))
+            self.tokens_selected: int | None = None
+        else:
+            self.budget, self.tokens_selected = self._rows_for_tokens(config.budget_tokens)
         extra = [pa.field("id", pa.string())] if self.lineage.id_column is None else []
         self.schema = pa.schema(extra + list(self.lineage.source.schema))
         self.chosen: pa.Array | None = None
@@ -183,6 +191,66 @@ class SampleStage:
                 )
             pool.score = values
         return ids, pool
+
+    def _row_tokens(self) -> np.ndarray:
+        """Tokens per row, in pool (id) order: a source column, or whitespace tokens of the
+        text the embed stage embedded."""
+        from dataselect.embedding.text import TextSpec
+
+        source, embed = self.lineage.source, self.lineage.embed.params
+        column = self.config.token_column
+        if column is None and embed.get("embedder") == "precomputed":
+            raise UsageError(
+                "--budget-tokens: the input was embedded from vectors; name --token-column"
+            )
+        spec = None if column else TextSpec(embed["text_column"], embed["template"])
+        if column:
+            source.require_columns([column], what="token column")
+        needed = [column] if column else spec.columns  # type: ignore[union-attr]
+        if self.lineage.id_column:
+            needed = [self.lineage.id_column, *needed]
+        ids, counts = [], []
+        for shard in source.shards:
+            offset = 0
+            for batch in shard.iter_batches(list(dict.fromkeys(needed)), batch_rows=1 << 15):
+                ids.append(batch_ids(batch, shard, offset, self.lineage.id_column))
+                if column:
+                    counts.append(batch.column(column).to_numpy(zero_copy_only=False))
+                else:
+                    texts = spec.texts(batch, shard, offset)  # type: ignore[union-attr]
+                    counts.append(np.fromiter((len(t.split()) for t in texts), np.int64))
+                offset += batch.num_rows
+        table = pa.table({"id": pa.concat_arrays(ids), "tokens": np.concatenate(counts)})
+        table = table.sort_by([("id", "ascending")])
+        if not table.column("id").combine_chunks().equals(self.ids):
+            raise DataError(f"{source.path}: its rows no longer match {self.dataset.path}")
+        tokens = table.column("tokens").to_numpy().astype(np.float64)
+        if not np.isfinite(tokens).all() or (tokens < 0).any():
+            raise DataError(f"{source.path}: token counts must be finite and not negative")
+        return tokens
+
+    def _rows_for_tokens(self, budget_tokens: int) -> tuple[int, int]:
+        """The most rows whose selection fits the token budget (binary search over the row
+        budget; the strategy's own order decides which rows)."""
+        tokens = self._row_tokens()
+        config = self.config
+
+        def used(rows: int) -> float:
+            chosen = select(
+                self.pool, config.strategy, rows, config.resolved_allocation, config.temperature
+            )
+            return float(tokens[chosen.rows].sum())
+
+        low, high = 0, len(tokens)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if used(middle) <= budget_tokens:
+                low = middle
+            else:
+                high = middle - 1
+        if low == 0:
+            raise UsageError(f"--budget-tokens {budget_tokens:,}: not even one row fits")
+        return low, int(used(low))
 
     def params(self) -> dict[str, Any]:
         params = asdict(self.config)
@@ -232,6 +300,8 @@ class SampleStage:
         pq.write_table(pa.table(columns), buffer, compression="zstd")
         output.write_artifact(DECISIONS, buffer.getvalue().to_pybytes())
         facts = {"budget_rows": self.budget, "rows_in": len(self.ids), **self._metrics(selected)}
+        if self.tokens_selected is not None:
+            facts["tokens_selected"] = self.tokens_selected
         report = {"strategy": self.config.strategy, "params": self.params(), **facts}
         output.write_artifact(
             SELECTION, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()
