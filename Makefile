@@ -5,7 +5,6 @@ BIN := $(VENV)/bin
 # A CPU build of torch; a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-DEMO ?= demo
 
 .PHONY: install demo test lint bench clean
 
@@ -19,10 +18,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dataselect example $(DEMO)/data --limit 2000
-	$(BIN)/dataselect embed $(DEMO)/data $(DEMO)/embed --embedder minilm
-	$(BIN)/dataselect cluster $(DEMO)/embed $(DEMO)/cluster --k 32
-	$(BIN)/dataselect sample $(DEMO)/cluster $(DEMO)/selection --strategy kmeans-closest --budget 5%
+	$(BIN)/dataselect example demo/data --limit 2000
+	$(BIN)/dataselect run configs/demo.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
@@ -36,4 +33,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/cluster.py
 
 clean:
-	rm -rf $(DEMO) .pytest_cache .ruff_cache
+	rm -rf demo .pytest_cache .ruff_cache

@@ -87,7 +87,7 @@ def run_stage(
     output: str | Path,
     params: dict[str, Any],
     outputs: dict[str, Any] | None = None,
-    overwrite: bool = False,
+    overwrite: bool | str = False,
     quiet: bool = False,
     identity_input: InputDataset | None = None,
 ) -> StageResult:

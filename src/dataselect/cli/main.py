@@ -302,6 +302,45 @@ def sample(
     emit_summary(result.summary(), json_summary, quiet)
 
 
+RUN_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect run configs/kmeans-closest.yaml\n\n"
+    "  dataselect run configs/kmq.yaml --set cluster.k=500 --set sample.budget=2%\n\n"
+    "Runs embed, cluster and sample into RUN_DIR/embed, RUN_DIR/cluster and RUN_DIR/sample. "
+    "A stage whose folder is valid for its settings is skipped; one whose settings or input "
+    "changed is recomputed, and the stages after it with it."
+)
+
+
+@app.command(name="run", epilog=RUN_EPILOG)
+def run_config(
+    config: Annotated[Path, typer.Argument(help="A YAML config (see configs/).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a value: stage.option=value (repeatable)."),
+    ] = None,
+    quiet: Quiet = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Run the whole pipeline from a config: embed -> cluster -> sample."""
+    from dataselect.pipeline import load_config, run_pipeline, run_summary
+
+    def action() -> dict:
+        return run_summary(run_pipeline(load_config(config, set_), quiet=quiet))
+
+    summary = run_command(debug, action)
+    if json_summary:
+        emit_summary(summary, True, quiet)
+    else:
+        print(
+            f"rows in {summary['rows_in']:,}, clusters {summary['clusters']}, rows selected "
+            f"{summary['rows_selected']:,}, coverage {summary['cluster_coverage']}, "
+            f"Vendi q1 selected {summary['vendi_selected']['q1']} "
+            f"(corpus {summary['vendi_corpus']['q1']}) -> {summary['selection']}"
+        )
+
+
 EXAMPLE_EPILOG = """[bold]Example[/bold]
 
   dataselect example demo/data && dataselect embed demo/data demo/embed"""

@@ -223,7 +223,7 @@ def cluster(
     input: str | Path,
     output: str | Path,
     config: ClusterConfig | None = None,
-    overwrite: bool = False,
+    overwrite: bool | str = False,
     quiet: bool = False,
 ) -> StageResult:
     """Cluster the vectors of ``input`` (an embed folder) into the stage folder ``output``."""

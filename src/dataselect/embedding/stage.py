@@ -153,7 +153,7 @@ def embed(
     input: str | Path,
     output: str | Path,
     config: EmbedConfig | None = None,
-    overwrite: bool = False,
+    overwrite: bool | str = False,
     quiet: bool = False,
 ) -> StageResult:
     """Embed every row of ``input`` into the stage folder ``output``; returns what it did."""

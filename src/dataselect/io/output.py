@@ -53,13 +53,16 @@ class StageOutput:
         folder: str | Path,
         manifest: Manifest,
         num_shards: int,
-        overwrite: bool = False,
+        overwrite: bool | str = False,
         artifacts: tuple[str, ...] = (),
     ) -> None:
         self.folder = Path(folder)
         self.manifest = manifest
         self.num_shards = num_shards
-        self.overwrite = overwrite
+        # True: replace whatever is there. "stale": replace only this stage's output made
+        # with other settings or input (how `dataselect run` refreshes a changed stage).
+        self.replace_stale = overwrite == "stale"
+        self.overwrite = overwrite is True
         self.artifacts = artifacts
         self.done: dict[int, dict[str, Any]] = {}
         self._written: list[Path] = []
@@ -84,6 +87,13 @@ class StageOutput:
             self._created_folder = True
         sweep_temporaries(self.folder)
         existing = self._existing_manifest()
+        if (
+            self.replace_stale
+            and existing is not None
+            and existing.stage == self.manifest.stage
+            and existing.identity() != self.manifest.identity()
+        ):
+            self.overwrite = True
         if existing is not None and not self.overwrite:
             self._check_same_run(existing)
             self.done = self._finished_shards(existing)

@@ -339,7 +339,7 @@ def sample(
     input: str | Path,
     output: str | Path,
     config: SampleConfig | None = None,
-    overwrite: bool = False,
+    overwrite: bool | str = False,
     quiet: bool = False,
 ) -> StageResult:
     """Select ``config.budget`` rows of a cluster folder into the dataset folder ``output``."""

@@ -1,0 +1,82 @@
+"""`dataselect run CONFIG`: the chained pipeline, skipping and refreshing stages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_parquet_folder
+
+from dataselect.errors import UsageError
+from dataselect.pipeline import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_config(tmp_path: Path, **sections: object) -> Path:
+    config = {
+        "input": str(write_parquet_folder(tmp_path / "data", shards=3, rows=60)),
+        "run_dir": str(tmp_path / "run"),
+        "embed": {"embedder": "hashing", "dim": 32},
+        "cluster": {"k": 6},
+        "sample": {"strategy": "kmeans-closest", "budget": 12},
+        **sections,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_json(cli, *args: object) -> dict:
+    result = cli("run", *args, "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_run_chains_the_stages_and_skips_valid_ones(cli, tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    first = run_json(cli, config)
+    assert first["rows_in"] == 180 and first["clusters"] == 6 and first["rows_selected"] == 12
+    assert first["stages_skipped"] == []
+    assert set(first["vendi_selected"]) == {"q1", "q2", "qinf"}
+    for stage in ("embed", "cluster", "sample"):
+        assert (tmp_path / "run" / stage / "_manifest.json").exists()
+    again = run_json(cli, config)
+    assert again["stages_skipped"] == ["embed", "cluster", "sample"]
+    embed_before = (tmp_path / "run" / "embed" / "part-00000.parquet").stat().st_mtime_ns
+    changed = run_json(cli, config, "--set", "cluster.k=4", "--set", "sample.budget=8")
+    assert changed["clusters"] == 4 and changed["rows_selected"] == 8
+    assert changed["stages_skipped"] == ["embed"]
+    assert (tmp_path / "run" / "embed" / "part-00000.parquet").stat().st_mtime_ns == embed_before
+
+
+def test_human_summary_line(cli, tmp_path: Path) -> None:
+    result = cli("run", write_config(tmp_path), "-q")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("rows in 180, clusters 6, rows selected 12, coverage 1.0")
+
+
+def test_config_errors(cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input: [unclosed")
+    with pytest.raises(UsageError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("run_dir: x\n")
+    with pytest.raises(UsageError, match="'input' is required"):
+        load_config(bad)
+    config = write_config(tmp_path, cluster={"k": 6, "clusters": 3})
+    result = cli("run", config)
+    assert result.exit_code == 2 and "cluster: unknown option(s) clusters" in result.stderr
+    result = cli("run", config, "--set", "nonsense")
+    assert result.exit_code == 2 and "expected key=value" in result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_shipped_configs_are_valid(name: str) -> None:
+    from dataselect.pipeline import STAGES, stage_config
+
+    config = load_config(ROOT / "configs" / name)
+    for stage in STAGES:
+        stage_config(stage, config.get(stage)).check()
