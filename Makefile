@@ -31,6 +31,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python scripts/bench/embed.py
 	$(BIN)/python scripts/bench/cluster.py
+	$(BIN)/python scripts/bench/selection_quality.py
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache
