@@ -27,6 +27,10 @@ class ShardStage(Protocol):
     schema: pa.Schema
     artifacts: tuple[str, ...]
 
+    def params(self) -> dict[str, Any]:
+        """Everything that decides the output bytes (compared on resume)."""
+        ...
+
     def setup(self, output: StageOutput) -> None:
         """Work before the shards (e.g. fit centroids), once per run."""
         ...
@@ -85,7 +89,6 @@ def run_stage(
     stage: ShardStage,
     dataset: InputDataset,
     output: str | Path,
-    params: dict[str, Any],
     outputs: dict[str, Any] | None = None,
     overwrite: bool | str = False,
     quiet: bool = False,
@@ -102,13 +105,13 @@ def run_stage(
     manifest = Manifest(
         stage=stage.name,
         version=__version__,
-        params=params,
+        params=stage.params(),
         input={
             "path": str(Path((identity_input or dataset).path).resolve()),
             "format": (identity_input or dataset).format,
             "fingerprint": (identity_input or dataset).fingerprint(),
         },
-        outputs=dict(outputs or {}),
+        outputs={"columns": stage.schema.names, **(outputs or {})},
     )
     folder = StageOutput(
         output,

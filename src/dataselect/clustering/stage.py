@@ -130,17 +130,18 @@ class ClusterStage:
     # -- stage hooks -------------------------------------------------------------------
     def setup(self, output: StageOutput) -> None:
         saved = output.folder / CENTROIDS
-        if self.given is not None:
-            centroids = self.given
-            self.facts = {"fitted": False}
-        elif saved.exists():  # resuming: this folder's identity was checked, reuse its fit
+        if saved.exists():  # resuming: this folder's identity was checked, reuse its fit
             centroids = np.load(saved, allow_pickle=False)
-            self.facts = {"fitted": True, "resumed_fit": True}
+            self.facts = {"fitted": self.given is None, "resumed": True}
         else:
-            centroids = self._fit()
-        buffer = io.BytesIO()
-        np.save(buffer, centroids)
-        output.write_artifact(CENTROIDS, buffer.getvalue())
+            if self.given is not None:
+                centroids = self.given
+                self.facts = {"fitted": False}
+            else:
+                centroids = self._fit()
+            buffer = io.BytesIO()
+            np.save(buffer, centroids)
+            output.write_artifact(CENTROIDS, buffer.getvalue())
         self.centroids = centroids
         self.assigner = Assigner(centroids, self.config.metric)
 
@@ -235,8 +236,6 @@ def cluster(
         stage,
         dataset,
         output,
-        params=stage.params(),
-        outputs={"columns": ["id", "cluster", "distance"]},
         overwrite=overwrite,
         quiet=quiet,
     )

@@ -165,8 +165,7 @@ def embed(
         stage,
         dataset,
         output,
-        params=stage.params(),
-        outputs={"dim": stage.dim, "columns": ["id", "embedding"]},
+        outputs={"dim": stage.dim},
         overwrite=overwrite,
         quiet=quiet,
     )

@@ -353,8 +353,6 @@ def sample(
         stage,
         stage.lineage.source,
         output,
-        params=stage.params(),
-        outputs={"columns": stage.schema.names},
         overwrite=overwrite,
         quiet=quiet,
         identity_input=dataset,
