@@ -1,7 +1,9 @@
 """Cluster benchmark: `dataselect cluster` from Parquet vs raw FAISS on the same vectors in memory.
 
 A synthetic clustered corpus (default 1M x 384 float32 in 20 shards, k = 1000) is written to
-a temporary folder. In fresh child processes, one after the other:
+a temporary folder and passed through `dataselect embed --vector-column embedding` (not timed,
+like the raw run's load), since the cluster stage's input is an embed folder. In fresh child
+processes, one after the other:
 - ours: the cluster stage (keyed sample, k-means++ seeds, FAISS k-means, assignment from
   Parquet, outputs written), wall time and peak memory (VmHWM);
 - raw: the same vectors loaded into memory first (not timed), then FAISS k-means on a random
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +61,13 @@ def write_corpus(folder: Path, rows: int, shards: int, centers: int, seed: int =
         pq.write_table(table, folder / f"part-{s:05d}.parquet", row_group_size=BATCH * 4)
 
 
+def embed_folder(source: Path, out: Path) -> None:
+    """The corpus as the embed stage writes it (validated, unit-norm), the cluster input."""
+    from dataselect.embedding.stage import EmbedConfig, embed
+
+    embed(source, out, EmbedConfig(vector_column="embedding", id_column="id"), quiet=True)
+
+
 def peak_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -80,7 +90,7 @@ def child_ours(source: str, out: str, k: int) -> dict:
 def child_raw(source: str, k: int) -> dict:
     import faiss
 
-    table = pq.read_table(source, columns=["embedding"])
+    table = pq.read_table(source, columns=["embedding"])  # the embed folder's parts
     x = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, DIM)
     x = np.ascontiguousarray(x, dtype=np.float32)
     del table
@@ -132,8 +142,10 @@ def main() -> None:
     flops_per_pass = 2 * n * k * DIM
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_corpus(root / "x1", n, args.shards, centers=k)
-        write_corpus(root / "x2", 2 * n, 2 * args.shards, centers=k)
+        for name, rows, shards in (("x1", n, args.shards), ("x2", 2 * n, 2 * args.shards)):
+            write_corpus(root / f"{name}-raw", rows, shards, centers=k)
+            embed_folder(root / f"{name}-raw", root / name)
+            shutil.rmtree(root / f"{name}-raw")
         ours = run_child("ours", str(root / "x1"), str(root / "out1"), str(k))
         raw = run_child("raw", str(root / "x1"), str(k))
         doubled = run_child("ours", str(root / "x2"), str(root / "out2"), str(k))
@@ -156,7 +168,8 @@ def main() -> None:
         "",
         f"`python scripts/bench/cluster.py --rows {n} --k {k}` on {platform.machine()}, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. {args.shards} shards, d = {DIM}, "
-        f"niter = {NITER}, fit sample = min(N, {MAX_POINTS} k). dataselect's assign GFLOP/s "
+        f"niter = {NITER}, fit sample = min(N, {MAX_POINTS} k). Input: the corpus as an embed "
+        "folder (made untimed, as the raw run's load is). dataselect's assign GFLOP/s "
         "counts its whole per-shard time (read, validate, search, distances, write).",
         "",
         "| run | seconds | assign GFLOP/s | peak MB |",

@@ -176,10 +176,10 @@ class ClusterStage:
 
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
         assert self.assigner is not None
-        for ids, vectors in iter_vectors(
+        batches = iter_vectors(
             shard, self.config.vector_column, self.dim, self.id_column, self.trusted
-        ):
-            labels, distance = self.assigner.assign(vectors)
+        )
+        for ids, labels, distance in self.assigner.assign_stream(batches):
             yield pa.RecordBatch.from_arrays(
                 [ids, pa.array(labels), pa.array(distance)], schema=self.schema
             )

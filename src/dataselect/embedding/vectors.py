@@ -62,10 +62,13 @@ def normalised_vectors(
         raise DataError(f"{where(row)}: null inside a vector")
     matrix = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     matrix = matrix.reshape(len(values), dim)
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        raise DataError(f"{where(int(np.flatnonzero(~finite)[0]))}: NaN or infinite value")
-    norms = np.sqrt(rowwise_dot(matrix, matrix))
+    squares = rowwise_dot(matrix, matrix)
+    if not np.isfinite(squares).all():  # NaN or inf inside, or float32 squares overflowed
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            raise DataError(f"{where(int(np.flatnonzero(~finite)[0]))}: NaN or infinite value")
+        squares = rowwise_dot(matrix.astype(np.float64), matrix.astype(np.float64))
+    norms = np.sqrt(squares)
     if (norms == 0).any():
         raise DataError(f"{where(int(np.flatnonzero(norms == 0)[0]))}: zero vector")
     return matrix / norms.astype(np.float32)[:, None]
@@ -76,12 +79,14 @@ def rowwise_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     einsum and BLAS choose SIMD paths by memory alignment and batch shape, so the same row
     can get other last bits in another batch. Here the float32 products of each row are
-    reduced by numpy's pairwise sum, whose order depends only on the row length: outputs
-    stay byte-identical however rows are sharded (tested).
+    reduced by numpy's pairwise sum (float64 products when given float64), whose order
+    depends only on the row length: outputs stay byte-identical however rows are sharded
+    (tested).
     """
-    a32 = np.ascontiguousarray(a, dtype=np.float32)
-    b32 = a32 if b is a else np.ascontiguousarray(b, dtype=np.float32)
-    return (a32 * b32).sum(axis=1).astype(np.float64)
+    dtype = np.float64 if a.dtype == np.float64 else np.float32
+    a_ = np.ascontiguousarray(a, dtype=dtype)
+    b_ = a_ if b is a else np.ascontiguousarray(b, dtype=dtype)
+    return (a_ * b_).sum(axis=1).astype(np.float64)
 
 
 def _first(mask: pa.Array) -> int:

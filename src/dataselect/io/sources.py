@@ -356,6 +356,8 @@ def _jsonl_batches(path: Path, columns: Sequence[str], batch_rows: int) -> Itera
 
 
 def _records_to_batch(path: Path, records: list[dict], columns: Sequence[str]) -> pa.RecordBatch:
+    if not columns:  # rows without columns still count (a pass that derives ids)
+        return pa.record_batch([pa.nulls(len(records))], names=["_"]).select([])
     arrays = []
     for name in columns:
         values = [r.get(name) for r in records]
