@@ -1,4 +1,4 @@
-"""`dataselect run CONFIG.yaml`: embed -> cluster -> sample, one folder per stage.
+"""`dataselect run CONFIG.yaml`: embed -> cluster -> [score] -> sample, one folder per stage.
 
 The config names the input, the run folder and each stage's options (the same names as
 the command-line options, with underscores). Each stage runs through the same resumable
@@ -19,9 +19,15 @@ from dataselect.clustering.stage import ClusterConfig, cluster
 from dataselect.embedding.stage import EmbedConfig, embed
 from dataselect.errors import UsageError
 from dataselect.sampling.stage import SampleConfig, sample
+from dataselect.scoring.stage import ScoreConfig, score
 from dataselect.stage import StageResult
 
-STAGES: dict[str, type] = {"embed": EmbedConfig, "cluster": ClusterConfig, "sample": SampleConfig}
+STAGES: dict[str, type] = {
+    "embed": EmbedConfig,
+    "cluster": ClusterConfig,
+    "score": ScoreConfig,  # optional: runs only when the config has a score section
+    "sample": SampleConfig,
+}
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -66,6 +72,9 @@ def stage_config(name: str, values: dict[str, Any] | None) -> Any:
         )
     if name == "cluster" and "k_grid" in values:
         values["k_grid"] = tuple(values["k_grid"])
+    if name == "score" and "scorers" in values:
+        scorers = values["scorers"]
+        values["scorers"] = (scorers,) if isinstance(scorers, str) else tuple(scorers)
     if name == "sample" and "budget" in values:
         values["budget"] = str(values["budget"])
     return cls(**values)
@@ -81,16 +90,33 @@ def run_pipeline(config: dict[str, Any], quiet: bool = False) -> list[StageResul
         cluster(
             folders["embed"], folders["cluster"], configs["cluster"], overwrite="stale", quiet=quiet
         ),
-        sample(
-            folders["cluster"], folders["sample"], configs["sample"], overwrite="stale", quiet=quiet
-        ),
     ]
+    scored = config.get("score") is not None
+    if scored:
+        results.append(
+            score(
+                folders["cluster"],
+                folders["score"],
+                configs["score"],
+                overwrite="stale",
+                quiet=quiet,
+            )
+        )
+    results.append(
+        sample(
+            folders["score" if scored else "cluster"],
+            folders["sample"],
+            configs["sample"],
+            overwrite="stale",
+            quiet=quiet,
+        )
+    )
     return results
 
 
 def run_summary(results: list[StageResult]) -> dict[str, Any]:
     """The short summary `make demo` prints: rows in, clusters, rows selected, Vendi."""
-    embedded, clustered, selected = results
+    embedded, clustered, selected = results[0], results[1], results[-1]
     outputs = selected.manifest.outputs
     return {
         "rows_in": embedded.rows,

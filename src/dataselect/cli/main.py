@@ -226,6 +226,134 @@ def _parse_grid(value: str) -> tuple[int, ...]:
     return grid
 
 
+SCORE_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect score runs/cluster runs/score --scorer heuristic\n\n"
+    "  dataselect score runs/cluster runs/score --scorer dsir --target data/wanted.parquet\n\n"
+    "  dataselect score runs/cluster runs/score --scorer classifier --positives good.jsonl "
+    "--negatives bad.jsonl\n\n"
+    "  dataselect score runs/cluster runs/score --scorer label-agreement --label-column label\n\n"
+    "  dataselect score runs/cluster runs/score --scorer influence --reference ref/embed "
+    "--label-column label\n\n"
+    "  dataselect score runs/cluster runs/score --scorer el2n --scorer vog "
+    "--scorer column:reward\n\n"
+    "[bold]Scorers[/bold] (each writes score_NAME, float32, higher = more of what it "
+    "estimates)\n\n"
+    "  heuristic: text quality from length, letters and repeated n-grams, in [0, 1] (also "
+    "heuristic_words, heuristic_alpha, heuristic_repetition). Needs text. Cost: one pass, "
+    "~10k rows/s.\n\n"
+    "  dsir: log p_target(x) - log p_raw(x) under hashed word 1-2-gram models: how much a row "
+    "looks like --target. Needs text and --target. Cost: one extra pass to count this input.\n\n"
+    "  classifier: P(positive) of a logistic regression on hashed n-grams (PreSelect-style). "
+    "Needs text and --positives/--negatives, or --model (a classifier.npz from an earlier run). "
+    "Cost: a fit on the examples, then a sparse product per row.\n\n"
+    "  influence: reduction of the --reference loss if the row were added to a probe fitted on "
+    "the reference (exact Hessian, -I(z) of Koh and Liang). Needs embeddings, --reference (an "
+    "embed folder, same embedder) and --label-column in both (or cluster ids via the "
+    "centroids). Cost: one fit + one conjugate-gradient solve, then O(classes x d) per row.\n\n"
+    "  el2n, grand, vog: difficulty from a probe trained --epochs epochs on --probe-rows rows' "
+    "own labels (or cluster ids); high = hard or mislabeled. Needs embeddings and labels. "
+    "Cost: a short SGD run, then O(epochs x classes x d) per row.\n\n"
+    "  label-agreement: cross-validated probability of the row's own label (--folds probes on "
+    "--probe-rows rows); low = likely mislabeled. Needs embeddings and --label-column. Cost: "
+    "--folds L-BFGS fits, then O(folds x classes x d) per row.\n\n"
+    "  column:NAME: a numeric column you computed (e.g. a reward model), as score_NAME.\n\n"
+    "INPUT is raw data or any stage folder; text, labels and embeddings are found by "
+    "following the manifests back to the embed folder and the source. OUTPUT gets "
+    "part-NNNNN.parquet (id, the input's cluster, distance and score columns, the new "
+    "scores) and each fitted model (dsir.npz, classifier.npz, influence.npz, difficulty.npz, "
+    "label_agreement.npz), reused when a run resumes."
+)
+
+
+@app.command(epilog=SCORE_EPILOG)
+def score(
+    input: Annotated[str, typer.Argument(help="Raw data or a stage folder (cluster, embed).")],
+    output: Annotated[Path, typer.Argument(help="Output stage folder.")],
+    scorer: Annotated[
+        list[str],
+        typer.Option(
+            "--scorer",
+            help="heuristic, dsir, classifier, influence, el2n, grand, vog, label-agreement "
+            "or column:NAME (repeatable).",
+        ),
+    ],
+    text_column: Annotated[
+        str | None,
+        typer.Option(help="Text column \\[default: what the embed stage embedded, else 'text']."),
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option(help="Text from several columns, e.g. '{prompt}\\n{response}'.")
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="Labels for the probe scorers \\[default: cluster ids]."),
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="dsir: corpus of the wanted text.")] = None,
+    positives: Annotated[str | None, typer.Option(help="classifier: good examples.")] = None,
+    negatives: Annotated[str | None, typer.Option(help="classifier: bad examples.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="classifier: reuse a fitted classifier.npz.")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="influence: embed folder of the reference set.")
+    ] = None,
+    reference_text_column: Annotated[
+        str | None,
+        typer.Option(help="Text column of --target/--positives/--negatives \\[default: as input]."),
+    ] = None,
+    l2: Annotated[float, typer.Option(help="Probe L2 strength (influence, agreement).")] = 1e-3,
+    probe_rows: Annotated[
+        int, typer.Option(help="Rows (a keyed sample) the probes are trained on.")
+    ] = 50_000,
+    epochs: Annotated[int, typer.Option(help="el2n/grand/vog: probe training epochs.")] = 5,
+    probe_epoch: Annotated[
+        int, typer.Option(help="el2n/grand: the (early) epoch they are measured at.")
+    ] = 2,
+    folds: Annotated[int, typer.Option(help="label-agreement: cross-validation folds.")] = 5,
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="Raw input: column with unique ids \\[default: 'id' if present]."),
+    ] = None,
+    shard_rows: Annotated[
+        int, typer.Option(help="Raw input: rows per shard (Parquet is cut along row groups).")
+    ] = 100_000,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Score every row: one score_NAME column per --scorer, for top-k, kmq and the bandit."""
+    from dataselect.scoring.stage import ScoreConfig
+    from dataselect.scoring.stage import score as score_stage
+
+    config = ScoreConfig(
+        scorers=tuple(scorer),
+        text_column=text_column,
+        template=template,
+        label_column=label_column,
+        id_column=id_column,
+        target=target,
+        positives=positives,
+        negatives=negatives,
+        model=model,
+        reference=reference,
+        reference_text_column=reference_text_column,
+        l2=l2,
+        probe_rows=probe_rows,
+        epochs=epochs,
+        probe_epoch=probe_epoch,
+        folds=folds,
+        seed=seed,
+        shard_rows=shard_rows,
+    )
+    result = run_command(
+        debug, lambda: score_stage(input, output, config, overwrite=overwrite, quiet=quiet)
+    )
+    emit_summary(result.summary(), json_summary, quiet)
+
+
 SAMPLE_EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  dataselect sample runs/cluster runs/selection --strategy kmeans-closest --budget 1000\n\n"
@@ -306,7 +434,8 @@ RUN_EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  dataselect run configs/kmeans-closest.yaml\n\n"
     "  dataselect run configs/kmq.yaml --set cluster.k=500 --set sample.budget=2%\n\n"
-    "Runs embed, cluster and sample into RUN_DIR/embed, RUN_DIR/cluster and RUN_DIR/sample. "
+    "Runs embed, cluster, score (when the config has a score section) and sample into "
+    "RUN_DIR/embed, RUN_DIR/cluster, RUN_DIR/score and RUN_DIR/sample. "
     "A stage whose folder is valid for its settings is skipped; one whose settings or input "
     "changed is recomputed, and the stages after it with it."
 )
@@ -323,7 +452,7 @@ def run_config(
     json_summary: JsonSummary = False,
     debug: Debug = False,
 ) -> None:
-    """Run the whole pipeline from a config: embed -> cluster -> sample."""
+    """Run the whole pipeline from a config: embed -> cluster -> [score] -> sample."""
     from dataselect.pipeline import load_config, run_pipeline, run_summary
 
     def action() -> dict:

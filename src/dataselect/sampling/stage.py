@@ -27,7 +27,8 @@ from dataselect.io.ids import batch_ids
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_input, open_stage_input
 from dataselect.keyed import row_keys
-from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
+from dataselect.lineage import trace_lineage
+from dataselect.manifest import MANIFEST_NAME
 from dataselect.sampling.metrics import cluster_coverage, cluster_entropy, vendi_scores
 from dataselect.sampling.strategies import (
     ALLOCATIONS,
@@ -95,31 +96,6 @@ def parse_budget(budget: str, rows: int) -> int:
     if count > rows:
         raise UsageError(f"--budget {count:,} is larger than the data ({rows:,} rows)")
     return count
-
-
-@dataclass
-class Lineage:
-    """Where a stage folder's rows come from: the embed folder and the source data."""
-
-    embed_folder: Path
-    embed: Manifest
-    source: InputDataset
-    id_column: str | None
-
-
-def trace_lineage(folder: Path) -> Lineage:
-    path = folder
-    while (path / MANIFEST_NAME).exists():
-        manifest = read_manifest(path)
-        if manifest.stage == "embed":
-            source = open_input(manifest.input["path"], shard_rows=manifest.params["shard_rows"])
-            if source.fingerprint() != manifest.input["fingerprint"]:
-                raise DataError(
-                    f"{manifest.input['path']}: the source data changed since {path} was embedded"
-                )
-            return Lineage(path, manifest, source, manifest.params.get("id_column"))
-        path = Path(manifest.input["path"])
-    raise DataError(f"{folder}: no embed stage found by following the manifests back")
 
 
 class SampleStage:

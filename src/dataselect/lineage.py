@@ -1,0 +1,45 @@
+"""Where a stage folder's rows come from, found by following the manifests back.
+
+Per-row stages keep shards and row order (input shard i -> output part i), so row r of part
+i of a cluster or score folder is row r of part i of its embed folder and row r of shard i
+of the source data (cut with the embed stage's --shard-rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dataselect.errors import DataError
+from dataselect.io.sources import InputDataset, open_input
+from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
+
+
+@dataclass
+class Lineage:
+    """The embed folder and the source data behind a stage folder (and its cluster folder,
+    when one lies on the way)."""
+
+    embed_folder: Path
+    embed: Manifest
+    source: InputDataset
+    id_column: str | None
+    cluster_folder: Path | None = None
+
+
+def trace_lineage(folder: Path) -> Lineage:
+    path = folder
+    cluster_folder = None
+    while (path / MANIFEST_NAME).exists():
+        manifest = read_manifest(path)
+        if manifest.stage == "cluster" and cluster_folder is None:
+            cluster_folder = path
+        if manifest.stage == "embed":
+            source = open_input(manifest.input["path"], shard_rows=manifest.params["shard_rows"])
+            if source.fingerprint() != manifest.input["fingerprint"]:
+                raise DataError(
+                    f"{manifest.input['path']}: the source data changed since {path} was embedded"
+                )
+            return Lineage(path, manifest, source, manifest.params.get("id_column"), cluster_folder)
+        path = Path(manifest.input["path"])
+    raise DataError(f"{folder}: no embed stage found by following the manifests back")

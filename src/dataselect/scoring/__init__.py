@@ -1,0 +1,1 @@
+"""The score stage: one ``score_<name>`` column per scorer, per shard."""

@@ -1,0 +1,117 @@
+"""PreSelect-style quality classifier: logistic regression on hashed word n-grams (log
+counts, L2-normalised) separating the user's positive examples from negative ones;
+score = P(positive). The model is a plain .npz (weights, bias), reusable with --model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import normalize
+
+from dataselect.embedding.text import TextSpec
+from dataselect.errors import DataError, UsageError
+from dataselect.io.output import StageOutput
+from dataselect.scoring.ngrams import N_FEATURES, NGRAMS, ngram_counts
+from dataselect.scoring.rows import RowReader, Rows
+from dataselect.scoring.scorer import file_digest, save_arrays, saved_arrays
+
+ARTIFACT = "classifier.npz"
+
+
+def features(texts: list[str]) -> sp.csr_matrix:
+    counts = ngram_counts(texts)
+    counts.data = np.log1p(counts.data)
+    return normalize(counts)
+
+
+class ClassifierScorer:
+    name = "classifier"
+    needs = ("text",)
+    columns: tuple[str, ...] = ()
+    artifacts = (ARTIFACT,)
+
+    def __init__(
+        self,
+        positives: str | None,
+        negatives: str | None,
+        model: str | None,
+        reference_text: TextSpec | None,
+        regularisation: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if model is None and (positives is None or negatives is None):
+            raise UsageError("--scorer classifier needs --positives and --negatives, or --model")
+        self.positives, self.negatives, self.model = positives, negatives, model
+        self.reference_text = reference_text
+        self.regularisation = regularisation
+        self.seed = seed
+        self.weights: np.ndarray | None = None
+        self.bias = 0.0
+
+    def fields(self) -> list[pa.Field]:
+        return [pa.field("score_classifier", pa.float32(), nullable=False)]
+
+    def params(self) -> dict[str, Any]:
+        if self.model:
+            return {"model_sha256": file_digest(self.model)}
+        return {
+            "positives_sha256": file_digest(self.positives or ""),
+            "negatives_sha256": file_digest(self.negatives or ""),
+            "n_features": N_FEATURES,
+            "ngrams": list(NGRAMS),
+            "C": self.regularisation,
+            "seed": self.seed,
+        }
+
+    def fit(self, reader: RowReader, output: StageOutput) -> dict[str, Any]:
+        saved = saved_arrays(output, ARTIFACT)
+        if saved is None and self.model:
+            saved = load_model(self.model)
+        if saved is not None:
+            self.weights, self.bias = saved["weights"], float(saved["bias"])
+            if saved is not None and not (output.folder / ARTIFACT).exists():
+                save_arrays(output, ARTIFACT, saved)
+            return {"model": "given" if self.model else "resumed"}
+        texts: list[list[str]] = []
+        for path, what in ((self.positives, "--positives"), (self.negatives, "--negatives")):
+            source = RowReader(str(path), text=self.reference_text or reader.text, what=what)
+            source.check(["text"])
+            texts.append([t for rows in source.iter_rows(["text"]) for t in rows.text or []])
+            if not texts[-1]:
+                raise DataError(f"{path}: {what} holds no rows")
+        x = features(texts[0] + texts[1])
+        y = np.r_[np.ones(len(texts[0])), np.zeros(len(texts[1]))]
+        model = LogisticRegression(
+            C=self.regularisation, solver="liblinear", random_state=self.seed, max_iter=1000
+        )
+        model.fit(x, y)
+        self.weights = model.coef_.ravel().astype(np.float64)
+        self.bias = float(model.intercept_[0])
+        save_arrays(output, ARTIFACT, {"weights": self.weights, "bias": np.array(self.bias)})
+        accuracy = float(model.score(x, y))
+        return {"positives": len(texts[0]), "negatives": len(texts[1]), "train_accuracy": accuracy}
+
+    def score(self, rows: Rows) -> dict[str, np.ndarray]:
+        assert rows.text is not None and self.weights is not None
+        logits = features(rows.text) @ self.weights + self.bias
+        return {"score_classifier": (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)}
+
+
+def load_model(path: str | Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a classifier model (.npz) ({exc})") from exc
+    weights = arrays.get("weights")
+    if weights is None or "bias" not in arrays or weights.shape != (N_FEATURES,):
+        raise DataError(
+            f"{path}: not a classifier model of this version (needs weights[{N_FEATURES}], bias)"
+        )
+    return {"weights": weights.astype(np.float64), "bias": np.asarray(arrays["bias"])}

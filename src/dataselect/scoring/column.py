@@ -1,0 +1,50 @@
+"""A numeric column the user computed (a reward model's score, say), passed through as
+score_<column> so the samplers can use it like any other score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from dataselect.errors import DataError
+from dataselect.io.output import StageOutput
+from dataselect.scoring.rows import RowReader, Rows
+
+
+class ColumnScorer:
+    needs: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.name = f"column:{column}"
+        self.columns = (column,)
+        self.output = "score_" + column
+
+    def fields(self) -> list[pa.Field]:
+        return [pa.field(self.output, pa.float32(), nullable=False)]
+
+    def params(self) -> dict[str, Any]:
+        return {"column": self.column}
+
+    def fit(self, reader: RowReader, output: StageOutput) -> dict[str, Any]:
+        home = reader.dataset if self.column in reader.dataset.schema.names else reader.source
+        kind = home.schema.field(self.column).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)):
+            raise DataError(f"{home.path}: column '{self.column}' is {kind}, not numeric")
+        return {}
+
+    def score(self, rows: Rows) -> dict[str, np.ndarray]:
+        values = rows.columns[self.column]
+        if values.null_count:
+            raise DataError(f"column '{self.column}' has a null value (id {_first_null(rows)!r})")
+        return {self.output: values.to_numpy(zero_copy_only=False).astype(np.float32)}
+
+
+def _first_null(rows: Rows) -> object:
+    import pyarrow.compute as pc
+
+    values = rows.columns[next(iter(rows.columns))]
+    return rows.ids[int(pc.index(pc.is_null(values), True).as_py())].as_py()
