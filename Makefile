@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/embed.py
 	$(BIN)/python scripts/bench/cluster.py
 	$(BIN)/python scripts/bench/selection_quality.py
+	$(BIN)/python scripts/bench/scorers.py
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache

@@ -4,7 +4,8 @@ For each labelled corpus: embed train and test with MiniLM (once), then for ever
 strategy and seed select rows from train *without looking at the labels*, fit a logistic
 regression probe on the selected rows' embeddings and labels, and score it on test. Next to
 it: the same probe on all of train. Also the Vendi score (q = 1) and cluster coverage of the
-selection. Cluster strategies use k = the budget in rows (kM-Closest as in the paper).
+selection. Cluster strategies use k = the budget in rows (kM-Closest as in the paper);
+top-k and kmq (T = 0.1) use the label-free heuristic quality score.
 
     python scripts/bench/selection_quality.py            # banking77, trec_fine, agnews (~10 min)
     python scripts/bench/selection_quality.py --quick    # banking77, 2% and 5%, one seed
@@ -27,12 +28,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.linear_model import LogisticRegression
 
-from dataselect import ClusterConfig, EmbedConfig, SampleConfig, cluster, embed, sample
+from dataselect import (
+    ClusterConfig,
+    EmbedConfig,
+    SampleConfig,
+    ScoreConfig,
+    cluster,
+    embed,
+    sample,
+    score,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "scripts" / "bench" / "results"
-STRATEGIES = ("random", "kmeans-closest", "kmeans-random")
+STRATEGIES = ("random", "kmeans-closest", "kmeans-random", "top-k", "kmq")
+SCORED = ("top-k", "kmq")  # read score_heuristic (label-free) from a score folder
+KMQ_TEMPERATURE = 0.1
 
 
 def splits(name: str, folder: Path) -> tuple[Path, Path]:
@@ -124,12 +136,21 @@ def main() -> None:
                         ClusterConfig(k=n_rows, seed=seed),
                         quiet=True,
                     )
+                    score_dir = root / corpus / f"score-{budget}-{seed}"
+                    score(cluster_dir, score_dir, ScoreConfig(scorers=("heuristic",)), quiet=True)
                     for strategy in STRATEGIES:
                         out = root / corpus / f"sel-{budget}-{seed}-{strategy}"
+                        scored = strategy in SCORED
                         done = sample(
-                            cluster_dir,
+                            score_dir if scored else cluster_dir,
                             out,
-                            SampleConfig(strategy=strategy, budget=str(n_rows), seed=seed),
+                            SampleConfig(
+                                strategy=strategy,
+                                budget=str(n_rows),
+                                seed=seed,
+                                score_column="score_heuristic" if scored else None,
+                                temperature=KMQ_TEMPERATURE,
+                            ),
                             quiet=True,
                         )
                         chosen = (
@@ -170,7 +191,8 @@ def write(rows: list[dict], quick: bool, seconds: float, seeds: int) -> None:
         f"`python scripts/bench/selection_quality.py{' --quick' if quick else ''}`, "
         f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min. MiniLM embeddings; logistic "
         f"regression probe (C = 10) on the selected rows, accuracy on the test split, mean (sd) "
-        f"over {seeds} seed(s); k = the budget in rows for the cluster strategies. Vendi = "
+        f"over {seeds} seed(s); k = the budget in rows for the cluster strategies; top-k and "
+        f"kmq (T = {KMQ_TEMPERATURE}) rank by the label-free heuristic score. Vendi = "
         "Vendi score q = 1 of the selection; coverage = share of clusters selected from.",
         "",
         "| corpus | budget | rows | strategy | accuracy | vendi q1 | coverage |",

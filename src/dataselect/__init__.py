@@ -11,6 +11,7 @@ from dataselect.errors import DataError, DataselectError, UsageError
 from dataselect.io.sources import open_input
 from dataselect.manifest import Manifest, read_manifest
 from dataselect.sampling.stage import SampleConfig, sample
+from dataselect.scoring.stage import ScoreConfig, score
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ __all__ = [
     "EmbedConfig",
     "Manifest",
     "SampleConfig",
+    "ScoreConfig",
     "UsageError",
     "__version__",
     "cluster",
@@ -28,4 +30,5 @@ __all__ = [
     "open_input",
     "read_manifest",
     "sample",
+    "score",
 ]
