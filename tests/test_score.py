@@ -312,3 +312,36 @@ def test_label_agreement_finds_shuffled_labels(tmp_path: Path, cli) -> None:
     scores = read_scores(tmp_path / "score").column("score_label_agreement").to_numpy()
     auc = roc_auc_score(~flipped, scores)
     assert auc >= 0.9, auc
+
+
+def test_model_scorers_are_deterministic_and_resume_identically(
+    clustered: Path, tmp_path: Path, cli
+) -> None:
+    """dsir, classifier and influence fit a model first; a crash after it keeps the model,
+    and the rerun's bytes equal an uninterrupted run's."""
+    texts = synthetic_texts(90, seed=5)
+    pq.write_table(pa.table({"text": texts[:30]}), tmp_path / "target.parquet")
+    pq.write_table(pa.table({"text": texts[30:60]}), tmp_path / "good.parquet")
+    bad = [f"zzq xxv qqj {i}" for i in range(30)]
+    pq.write_table(pa.table({"text": bad}), tmp_path / "bad.parquet")
+    reference = write_parquet_folder(tmp_path / "reference", shards=1, rows=60, seed=7)
+    embedded = cli("embed", reference, tmp_path / "ref-embed", "--embedder", "hashing", "--quiet")
+    assert embedded.exit_code == 0
+    args = ["--scorer", "dsir", "--target", tmp_path / "target.parquet",
+            "--scorer", "classifier", "--positives", tmp_path / "good.parquet",
+            "--negatives", tmp_path / "bad.parquet",
+            "--scorer", "influence", "--reference", tmp_path / "ref-embed",
+            "--label-column", "label", "--quiet"]  # fmt: skip
+    whole, again, crashed = tmp_path / "whole", tmp_path / "again", tmp_path / "crashed"
+    assert run_process("score", clustered, whole, *args).returncode == 0
+    assert run_process("score", clustered, again, *args).returncode == 0
+    assert folder_bytes(whole) == folder_bytes(again)
+    crash = {"DATASELECT_TEST_CRASH_AFTER_SHARDS": "1"}
+    assert run_process("score", clustered, crashed, *args, env=crash).returncode != 0
+    for model in ("dsir.npz", "classifier.npz", "influence.npz"):
+        assert (crashed / model).exists()
+    assert run_process("score", clustered, crashed, *args).returncode == 0
+    assert folder_bytes(whole) == folder_bytes(crashed)
+    table = read_scores(whole)
+    for name in ("score_dsir", "score_classifier", "score_influence"):
+        assert np.isfinite(table.column(name).to_numpy()).all()

@@ -83,6 +83,8 @@ def vectors_and_labels(embed_folder: Path, source: Path) -> tuple[list, np.ndarr
 
 
 def probe_accuracy(x: np.ndarray, y: list, x_test: np.ndarray, y_test: list) -> float:
+    if len(set(y)) < 2:  # a one-label selection: the probe can only predict that label
+        return float(np.mean([label == y[0] for label in y_test]))
     probe = LogisticRegression(max_iter=2000, C=10.0)
     probe.fit(x, y)
     return float(probe.score(x_test, y_test))

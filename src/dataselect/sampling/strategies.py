@@ -87,7 +87,9 @@ def select(
         reasons[rows] = "random draw"
     elif strategy == "top-k":
         assert pool.score is not None
-        rows = np.lexsort((np.arange(n), -pool.score))[:budget]
+        # equal scores in the keyed (seed, id) order: a uniform, repeatable tie-break (id
+        # order would take an id-sorted corpus's first labels)
+        rows = np.lexsort((np.arange(n), pool.keys, -pool.score))[:budget]
         reasons[rows] = [f"score rank {r + 1}" for r in range(len(rows))]
     else:
         assert pool.cluster is not None
