@@ -75,7 +75,7 @@ class ClassifierScorer:
             saved = load_model(self.model)
         if saved is not None:
             self.weights, self.bias = saved["weights"], float(saved["bias"])
-            if saved is not None and not (output.folder / ARTIFACT).exists():
+            if not (output.folder / ARTIFACT).exists():  # a given --model: keep a copy
                 save_arrays(output, ARTIFACT, saved)
             return {"model": "given" if self.model else "resumed"}
         texts: list[list[str]] = []

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dataselect.errors import DataError
 from dataselect.io.output import StageOutput
@@ -39,12 +40,6 @@ class ColumnScorer:
     def score(self, rows: Rows) -> dict[str, np.ndarray]:
         values = rows.columns[self.column]
         if values.null_count:
-            raise DataError(f"column '{self.column}' has a null value (id {_first_null(rows)!r})")
+            first = rows.ids[int(pc.index(pc.is_null(values), True).as_py())].as_py()
+            raise DataError(f"column '{self.column}' has a null value (id {first!r})")
         return {self.output: values.to_numpy(zero_copy_only=False).astype(np.float32)}
-
-
-def _first_null(rows: Rows) -> object:
-    import pyarrow.compute as pc
-
-    values = rows.columns[next(iter(rows.columns))]
-    return rows.ids[int(pc.index(pc.is_null(values), True).as_py())].as_py()
