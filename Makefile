@@ -30,6 +30,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench/embed.py
+	$(BIN)/python scripts/bench/parquet_codecs.py
 	$(BIN)/python scripts/bench/cluster.py
 	$(BIN)/python scripts/bench/selection_quality.py
 	$(BIN)/python scripts/bench/scorers.py

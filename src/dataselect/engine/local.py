@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
+from dataselect.io.format import parquet_options
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset
 from dataselect.progress import Reporter
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 # Fault injection for the crash tests: SIGKILL this process after N shards were written.
 CRASH_AFTER_ENV = "DATASELECT_TEST_CRASH_AFTER_SHARDS"
-PARQUET_OPTIONS = {"compression": "zstd", "write_statistics": True}
 
 
 def run_local(
@@ -37,7 +37,7 @@ def run_local(
 
         def write(tmp: Path, shard=shard) -> int:  # noqa: ANN001
             rows = 0
-            with pq.ParquetWriter(tmp, stage.schema, **PARQUET_OPTIONS) as writer:
+            with pq.ParquetWriter(tmp, stage.schema, **parquet_options(stage.schema)) as writer:
                 for batch in stage.process(shard):
                     writer.write_batch(batch)
                     rows += batch.num_rows
