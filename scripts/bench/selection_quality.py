@@ -7,11 +7,21 @@ it: the same probe on all of train. Also the Vendi score (q = 1) and cluster cov
 selection. Cluster strategies use k = the budget in rows (kM-Closest as in the paper);
 top-k and kmq (T = 0.1) use the label-free heuristic quality score.
 
-    python scripts/bench/selection_quality.py            # banking77, trec_fine, agnews (~10 min)
+Second part (--part junk): robustness to junk. banking77.train and trec_fine.train, minus
+500 held-out clean rows (the influence reference), get 20% or 40% junk in three equal kinds:
+shuffled labels (in place), unrelated text (T0 instructions with random labels) and
+near-duplicates (copies with a small edit). k = 50 clusters (kmeans-closest: k = the budget).
+Budgets 2/5/10%: random, kmeans-closest, kmq on the label-agreement score, iterative with
+probe feedback, iterative with the label-agreement score inside clusters, and bandit on the
+influence score: accuracy on the clean test split and the share of each junk kind selected.
+
+    python scripts/bench/selection_quality.py            # both parts (~35 min on 2 cores)
+    python scripts/bench/selection_quality.py --part clean   # banking77, trec_fine, agnews
+    python scripts/bench/selection_quality.py --part junk    # the junk table
     python scripts/bench/selection_quality.py --quick    # banking77, 2% and 5%, one seed
 
-Writes scripts/bench/results/selection_quality.md and .json. A strategy that loses to
-random is reported, not hidden.
+Writes scripts/bench/results/selection_quality.md / .json and selection_quality_junk.md /
+.json. A strategy that loses to random is reported, not hidden.
 """
 
 from __future__ import annotations
@@ -93,9 +103,17 @@ def probe_accuracy(x: np.ndarray, y: list, x_test: np.ndarray, y_test: list) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--part", choices=("all", "clean", "junk"), default="all")
     args = parser.parse_args()
     if not DATASETS.is_dir():
         raise SystemExit(f"needs the real corpora in {DATASETS}")
+    if args.part in ("all", "clean"):
+        clean_part(args)
+    if args.part in ("all", "junk"):
+        junk_part(args.quick)
+
+
+def clean_part(args: argparse.Namespace) -> None:
     corpora = ("banking77",) if args.quick else ("banking77", "trec_fine", "agnews")
     budgets = (2, 5) if args.quick else (1, 2, 5, 10)
     seeds = (0,) if args.quick else (0, 1, 2)
@@ -213,6 +231,233 @@ def write(rows: list[dict], quick: bool, seconds: float, seeds: int) -> None:
     suffix = "-quick" if quick else ""
     (RESULTS / f"selection_quality{suffix}.md").write_text(text)
     (RESULTS / f"selection_quality{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+# -- robustness to junk ------------------------------------------------------------------
+JUNK_KINDS = ("shuffled", "unrelated", "near-duplicate")
+FILLERS = ("please", "thanks", "hi", "ok", "now")
+REFERENCE_ROWS = 500
+JUNK_K = 50
+
+
+def junk_pool(corpus: str, share: float, folder: Path) -> dict[str, Path]:
+    """Pool (id, text, label, kind) with ``share`` junk, and the held-out clean reference."""
+    rng = np.random.default_rng(0)
+    train = pq.read_table(DATASETS / f"{corpus}.train.parquet", columns=["id", "text", "label"])
+    t0 = pq.read_table(DATASETS / "t0_instructions.all.parquet", columns=["text"])
+    order = rng.permutation(train.num_rows)
+    reference, clean = train.take(order[:REFERENCE_ROWS]), train.take(order[REFERENCE_ROWS:])
+    n = clean.num_rows
+    per_kind = round(share * n / (1 - 2 * share / 3) / 3)  # `share` of the final pool
+    ids = [str(i) for i in clean.column("id").to_pylist()]
+    texts = clean.column("text").to_pylist()
+    labels = [str(v) for v in clean.column("label").to_pylist()]
+    kinds = ["clean"] * n
+    names = sorted(set(labels))
+    for row in rng.choice(n, per_kind, replace=False):
+        labels[row] = str(rng.choice([c for c in names if c != labels[row]]))
+        kinds[row] = "shuffled"
+    t0_texts = t0.column("text").to_pylist()
+    for j, row in enumerate(rng.choice(len(t0_texts), per_kind, replace=False)):
+        ids.append(f"junk-t0-{j}")
+        texts.append(t0_texts[row])
+        labels.append(str(rng.choice(names)))
+        kinds.append("unrelated")
+    for j, row in enumerate(rng.choice(n, per_kind, replace=False)):
+        base, edit = texts[row], j % 3
+        text = (
+            base.lower()
+            if edit == 0
+            else base.rstrip("?.!") + "!"
+            if edit == 1
+            else f"{base} {FILLERS[j % len(FILLERS)]}"
+        )
+        ids.append(f"junk-dup-{j}")
+        texts.append(text)
+        labels.append(labels[row])
+        kinds.append("near-duplicate")
+    paths = {"pool": folder / "pool.parquet", "reference": folder / "reference.parquet"}
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"id": ids, "text": texts, "label": labels, "kind": kinds})
+    pq.write_table(table, paths["pool"])
+    reference = reference.set_column(
+        0, "id", pa.array([str(i) for i in reference.column("id").to_pylist()])
+    )
+    reference = reference.set_column(
+        2, "label", pa.array([str(v) for v in reference.column("label").to_pylist()])
+    )
+    pq.write_table(reference, paths["reference"])
+    return paths
+
+
+def junk_part(quick: bool) -> None:
+    corpora = ("banking77",) if quick else ("banking77", "trec_fine")
+    shares = (0.2,) if quick else (0.2, 0.4)
+    budgets = (5,) if quick else (2, 5, 10)
+    seeds = (0,) if quick else (0, 1, 2)
+    minilm = EmbedConfig(embedder="minilm", device="auto")
+    rows: list[dict] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for corpus in corpora:
+            root = Path(tmp) / corpus
+            test = DATASETS / f"{corpus}.test.parquet"
+            embed(test, root / "test-embed", minilm, quiet=True)
+            _, x_test, y_test = vectors_and_labels(root / "test-embed", test)
+            y_test = [str(v) for v in y_test]
+            for share in shares:
+                work = root / f"junk-{round(share * 100)}"
+                paths = junk_pool(corpus, share, work)
+                embed(paths["pool"], work / "embed", minilm, quiet=True)
+                embed(paths["reference"], work / "reference", minilm, quiet=True)
+                ids, x, y = vectors_and_labels(work / "embed", paths["pool"])
+                kinds = pq.read_table(paths["pool"], columns=["id", "kind"])
+                kind = dict(
+                    zip(
+                        kinds.column("id").to_pylist(),
+                        kinds.column("kind").to_pylist(),
+                        strict=True,
+                    )
+                )
+                index = {i: n for n, i in enumerate(ids)}
+                cluster(work / "embed", work / "cluster", ClusterConfig(k=JUNK_K), quiet=True)
+                scores = ScoreConfig(
+                    scorers=("influence", "label-agreement"),
+                    reference=str(work / "reference"),
+                    label_column="label",
+                )
+                score(work / "cluster", work / "score", scores, quiet=True)
+                agreement = (
+                    pq.read_table(
+                        sorted(str(p) for p in (work / "score").glob("part-*.parquet")),
+                        columns=["score_label_agreement"],
+                    )
+                    .column(0)
+                    .to_numpy()
+                )
+                spread = float(agreement.std())
+                for budget in budgets:
+                    n_rows = max(1, round(len(ids) * budget / 100))
+                    measured: dict[str, list[dict]] = {}
+                    for seed in seeds:
+                        closest = work / f"cluster-{budget}-{seed}"
+                        cluster(
+                            work / "embed", closest, ClusterConfig(k=n_rows, seed=seed), quiet=True
+                        )
+                        runs = junk_runs(work, closest, n_rows, seed, spread)
+                        for name, (folder, config) in runs.items():
+                            out = work / f"sel-{budget}-{seed}-{name}"
+                            sample(folder, out, config, quiet=True)
+                            chosen = (
+                                pq.read_table(
+                                    sorted(str(p) for p in out.glob("part-*.parquet")),
+                                    columns=["id"],
+                                )
+                                .column("id")
+                                .to_pylist()
+                            )
+                            at = [index[i] for i in chosen]
+                            result = {
+                                "accuracy": probe_accuracy(
+                                    x[at], [y[i] for i in at], x_test, y_test
+                                ),
+                                **{
+                                    k: sum(kind[i] == k for i in chosen) / len(chosen)
+                                    for k in JUNK_KINDS
+                                },
+                            }
+                            measured.setdefault(name, []).append(result)
+                    for name, values in measured.items():
+                        row = {
+                            "corpus": corpus,
+                            "junk": f"{round(share * 100)}%",
+                            "budget": f"{budget}%",
+                            "rows": n_rows,
+                            "strategy": name,
+                            **{key: statistics.mean(v[key] for v in values) for key in values[0]},
+                            "accuracy_sd": statistics.pstdev(v["accuracy"] for v in values),
+                        }
+                        rows.append(row)
+                        shares_selected = [round(row[k], 3) for k in JUNK_KINDS]
+                        print(
+                            f"{corpus} junk {share:.0%} {budget}% {name}: "
+                            f"acc {row['accuracy']:.3f} junk {shares_selected}",
+                            flush=True,
+                        )
+    write_junk(rows, quick, time.perf_counter() - started, len(seeds))
+
+
+def junk_runs(work: Path, closest: Path, n_rows: int, seed: int, spread: float) -> dict:
+    """Each compared selection: (input folder, config)."""
+    budget = str(n_rows)
+    scored = work / "score"
+    agreement = {"score_column": "score_label_agreement", "temperature": spread}
+    return {
+        "random": (work / "cluster", SampleConfig(strategy="random", budget=budget, seed=seed)),
+        "kmeans-closest": (
+            closest,
+            SampleConfig(strategy="kmeans-closest", budget=budget, seed=seed),
+        ),
+        "kmq (label-agreement, T = sd)": (
+            scored,
+            SampleConfig(strategy="kmq", budget=budget, seed=seed, **agreement),
+        ),
+        "iterative (probe)": (
+            work / "cluster",
+            SampleConfig(
+                strategy="iterative",
+                budget=budget,
+                seed=seed,
+                feedback="probe",
+                label_column="label",
+            ),
+        ),
+        "iterative (probe) + label-agreement": (
+            scored,
+            SampleConfig(
+                strategy="iterative",
+                budget=budget,
+                seed=seed,
+                feedback="probe",
+                label_column="label",
+                **agreement,
+            ),
+        ),
+        "bandit (influence)": (
+            scored,
+            SampleConfig(
+                strategy="bandit", budget=budget, seed=seed, score_column="score_influence"
+            ),
+        ),
+    }
+
+
+def write_junk(rows: list[dict], quick: bool, seconds: float, seeds: int) -> None:
+    lines = [
+        f"# selection quality under junk{' (quick)' if quick else ''}",
+        "",
+        f"`python scripts/bench/selection_quality.py --part junk{' --quick' if quick else ''}`, "
+        f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min. Pools: train minus "
+        f"{REFERENCE_ROWS} held-out rows, plus junk in three equal kinds. MiniLM; k = "
+        f"{JUNK_K} (kmeans-closest: k = the budget); mean over {seeds} seed(s). Accuracy of a "
+        "logistic probe (C = 10) on the clean test split; shares of the selection that are "
+        "junk of each kind. T = sd: the label-agreement score's standard deviation.",
+        "",
+        "| corpus | junk | budget | strategy | accuracy | shuffled | unrelated | near-dup |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['corpus']} | {r['junk']} | {r['budget']} | {r['strategy']} | "
+            f"{r['accuracy']:.3f} ({r['accuracy_sd']:.3f}) | {r['shuffled']:.3f} | "
+            f"{r['unrelated']:.3f} | {r['near-duplicate']:.3f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "-quick" if quick else ""
+    (RESULTS / f"selection_quality_junk{suffix}.md").write_text(text)
+    (RESULTS / f"selection_quality_junk{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

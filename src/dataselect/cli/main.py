@@ -359,6 +359,25 @@ SAMPLE_EPILOG = (
     "  dataselect sample runs/cluster runs/selection --strategy kmeans-closest --budget 1000\n\n"
     "  dataselect sample runs/cluster runs/selection --strategy kmeans-random --budget 5%\n\n"
     "  dataselect sample runs/score runs/selection --strategy kmq --score-column score_x\n\n"
+    "  dataselect sample runs/cluster runs/selection --strategy iterative --budget 2000 "
+    "--feedback probe --label-column label\n\n"
+    "  dataselect sample runs/cluster runs/selection --strategy iterative --budget 2000\n"
+    "  (train on runs/selection, score its rows) ; dataselect refine runs/selection "
+    "--feedback scores.parquet\n\n"
+    "  dataselect sample runs/score runs/selection --strategy bandit "
+    "--score-column score_influence --budget 5%\n\n"
+    "[bold]iterative[/bold]: --rounds rounds each add budget/rounds rows; cluster weights "
+    "start uniform (round 1 = kmq) and after each round w_j *= exp(clip(step * z_j, "
+    "-max_update, 0)) (only lowered, then renormalised), z_j = the cluster's mean "
+    "feedback shrunk toward the global mean by --shrinkage rows, in standard deviations "
+    "of the feedback. Feedback comes from "
+    "--feedback probe (cross-validated log-likelihood of each selected row's own label "
+    "minus that of the probe's average class: unattended) or, round by round, from "
+    "`dataselect refine`.\n\n"
+    "[bold]bandit[/bold]: clusters are arms; a pull reads --probes rows of an arm, reward = "
+    "their mean score - tau; arms ranked by mean reward + alpha * sd(score) * "
+    "sqrt(2 ln pulls / (pulls_j + 1)); a positive reward admits --block rows. The pull log "
+    "is OUTPUT/pulls.parquet.\n\n"
     "OUTPUT gets the selected rows with all their source columns (part-NNNNN.parquet, "
     "part i from source shard i), decisions.parquet (id, cluster, score, selected, reason "
     "for every row) and selection.json (parameters, counts per cluster, Vendi scores of the "
@@ -375,14 +394,18 @@ def sample(
         typer.Option(
             "--strategy",
             "-s",
-            help="random, top-k, kmeans-closest, kmeans-random or kmq.",
+            help="random, top-k, kmeans-closest, kmeans-random, kmq, iterative or bandit.",
         ),
     ] = "kmeans-closest",
     budget: Annotated[
         str, typer.Option("--budget", "-b", help="Rows to select: a count (1000) or a share (5%).")
     ] = "5%",
     score_column: Annotated[
-        str | None, typer.Option(help="Score column for top-k and kmq (higher is better).")
+        str | None,
+        typer.Option(
+            help="Score column (higher is better): ranks top-k, draws within clusters for kmq "
+            "and iterative, rewards bandit arms."
+        ),
     ] = None,
     allocation: Annotated[
         str | None,
@@ -404,6 +427,41 @@ def sample(
             help="Tokens per row for --budget-tokens \\[default: whitespace tokens of the text]."
         ),
     ] = None,
+    rounds: Annotated[int, typer.Option(help="iterative: rounds.")] = 3,
+    feedback: Annotated[
+        str | None,
+        typer.Option(
+            help="iterative: 'probe' runs every round unattended; left out, each later round "
+            "comes from `dataselect refine OUTPUT --feedback FILE`."
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="iterative --feedback probe: the label column.")
+    ] = None,
+    shrinkage: Annotated[
+        float, typer.Option(help="iterative: rows of global mean added to each cluster's mean.")
+    ] = 5.0,
+    step: Annotated[
+        float, typer.Option(help="iterative: log-weight change per standard deviation.")
+    ] = 3.0,
+    max_update: Annotated[
+        float, typer.Option(help="iterative: most a round lowers a log-weight by.")
+    ] = 2.0,
+    probes: Annotated[int, typer.Option(help="bandit: rows read per pull.")] = 10,
+    block: Annotated[int, typer.Option(help="bandit: rows admitted by a positive pull.")] = 10,
+    alpha: Annotated[
+        float, typer.Option(help="bandit: exploration, in standard deviations of the score.")
+    ] = 1.0,
+    tau: Annotated[
+        float | None,
+        typer.Option(help="bandit: reward threshold \\[default: the score column's median]."),
+    ] = None,
+    neighbour_radius: Annotated[
+        float | None,
+        typer.Option(
+            help="bandit: also credit arms whose centroids lie within this cosine distance."
+        ),
+    ] = None,
     seed: Seed = 0,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
@@ -423,9 +481,52 @@ def sample(
         seed=seed,
         budget_tokens=budget_tokens,
         token_column=token_column,
+        rounds=rounds,
+        feedback=feedback,
+        label_column=label_column,
+        shrinkage=shrinkage,
+        step=step,
+        max_update=max_update,
+        probes=probes,
+        block=block,
+        alpha=alpha,
+        tau=tau,
+        neighbour_radius=neighbour_radius,
     )
     result = run_command(
         debug, lambda: sample_stage(input, output, config, overwrite=overwrite, quiet=quiet)
+    )
+    emit_summary(result.summary(), json_summary, quiet)
+
+
+REFINE_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect refine runs/selection --feedback feedback.parquet\n\n"
+    "  dataselect refine runs/selection --feedback scores.jsonl --feedback-column reward\n\n"
+    "FILE holds an 'id' column and a numeric score for rows selected so far (higher is "
+    "better: give -loss, not loss); ids not selected are ignored. It is stored as "
+    "OUTPUT/feedback/round-NNNN.parquet, and OUTPUT then holds the rows of every round so "
+    "far. The same FILE again is a no-op (or finishes a round a crash interrupted). "
+    "Exit 2 once every round is done."
+)
+
+
+@app.command(epilog=REFINE_EPILOG)
+def refine(
+    output: Annotated[Path, typer.Argument(help="An iterative selection folder.")],
+    feedback: Annotated[
+        str, typer.Option(help="Parquet or JSONL of id and score for the rows selected so far.")
+    ],
+    feedback_column: Annotated[str, typer.Option(help="The score column of FILE.")] = "score",
+    quiet: Quiet = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Run the next round of an iterative selection from your training job's feedback."""
+    from dataselect.sampling.stage import refine as refine_stage
+
+    result = run_command(
+        debug, lambda: refine_stage(output, feedback, feedback_column, quiet=quiet)
     )
     emit_summary(result.summary(), json_summary, quiet)
 

@@ -23,12 +23,22 @@ import pyarrow.parquet as pq
 
 from dataselect.clustering.kmeans import keyed_sample
 from dataselect.errors import DataError, UsageError
+from dataselect.io.atomic import write_bytes_atomic
 from dataselect.io.ids import batch_ids
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_input, open_stage_input
 from dataselect.keyed import row_keys
 from dataselect.lineage import trace_lineage
-from dataselect.manifest import MANIFEST_NAME
+from dataselect.manifest import MANIFEST_NAME, read_manifest
+from dataselect.sampling.bandit import BanditParams, BanditResult, neighbour_weights, run_bandit
+from dataselect.sampling.feedback import (
+    ProbeFeedback,
+    digest,
+    feedback_path,
+    normalised_feedback,
+    stored_feedback,
+)
+from dataselect.sampling.iterative import IterativeParams, IterativeResult, run_iterative
 from dataselect.sampling.metrics import cluster_coverage, cluster_entropy, vendi_scores
 from dataselect.sampling.strategies import (
     ALLOCATIONS,
@@ -36,12 +46,19 @@ from dataselect.sampling.strategies import (
     NEEDS_SCORE,
     STRATEGIES,
     Pool,
+    Selection,
     select,
 )
+from dataselect.scoring.rows import RowReader
 from dataselect.stage import StageResult, run_stage
 
 DECISIONS = "decisions.parquet"
 SELECTION = "selection.json"
+PULLS = "pulls.parquet"
+FEEDBACK_KINDS = ("probe",)
+ITERATIVE_OPTIONS = ("rounds", "feedback", "label_column", "shrinkage", "step", "max_update",
+                     "feedback_digests")  # fmt: skip
+BANDIT_OPTIONS = ("probes", "block", "alpha", "tau", "neighbour_radius")
 SELECT_STREAM = 2  # keyed-randomness stream of the samplers
 METRICS_SAMPLE_ROWS = 20_000
 
@@ -58,6 +75,20 @@ class SampleConfig:
     seed: int = 0
     budget_tokens: int | None = None  # instead of budget: a total token count
     token_column: str | None = None  # tokens per row; default: whitespace tokens of the text
+    # iterative (see sampling/iterative.py)
+    rounds: int = 3
+    feedback: str | None = None  # "probe": built-in loop; None: rounds via `dataselect refine`
+    label_column: str | None = None  # for --feedback probe
+    shrinkage: float = 5.0
+    step: float = 3.0
+    max_update: float = 2.0
+    feedback_digests: tuple[str, ...] = ()  # set by refine: SHA-256 of each round's feedback
+    # bandit (see sampling/bandit.py)
+    probes: int = 10
+    block: int = 10
+    alpha: float = 1.0
+    tau: float | None = None  # default: the score column's median
+    neighbour_radius: float | None = None
 
     def check(self) -> None:
         if self.budget_tokens is not None and self.budget_tokens < 1:
@@ -70,6 +101,28 @@ class SampleConfig:
             raise UsageError(f"--strategy {self.strategy} needs --score-column")
         if self.temperature <= 0:
             raise UsageError("--temperature must be positive")
+        if self.strategy == "iterative":
+            self._check_iterative()
+        if self.strategy == "bandit":
+            if self.probes < 1 or self.block < 1 or self.alpha < 0:
+                raise UsageError("--probes and --block must be at least 1, --alpha not negative")
+            if self.neighbour_radius is not None and not 0 < self.neighbour_radius <= 2:
+                raise UsageError("--neighbour-radius is a cosine distance in (0, 2]")
+
+    def _check_iterative(self) -> None:
+        if self.rounds < 1:
+            raise UsageError("--rounds must be at least 1")
+        if self.feedback is not None and self.feedback not in FEEDBACK_KINDS:
+            raise UsageError(
+                "--feedback must be 'probe' (or left out: each round's feedback then comes "
+                "from `dataselect refine OUTPUT --feedback FILE`)"
+            )
+        if self.feedback == "probe" and not self.label_column:
+            raise UsageError("--feedback probe needs --label-column")
+        if self.budget_tokens is not None:
+            raise UsageError("--budget-tokens does not work with --strategy iterative")
+        if self.shrinkage < 0 or self.step <= 0 or self.max_update <= 0:
+            raise UsageError("--shrinkage must be >= 0, --step and --max-update positive")
 
     @property
     def resolved_allocation(self) -> str:
@@ -98,9 +151,27 @@ def parse_budget(budget: str, rows: int) -> int:
     return count
 
 
+def strategy_params(config: SampleConfig) -> dict[str, Any]:
+    """The config as recorded in the manifest: only the options the strategy uses."""
+    params = asdict(config)
+    params["allocation"] = config.resolved_allocation
+    params["feedback_digests"] = list(config.feedback_digests)
+    unused = (() if config.strategy == "iterative" else ITERATIVE_OPTIONS) + (
+        () if config.strategy == "bandit" else BANDIT_OPTIONS
+    )
+    return {key: value for key, value in params.items() if key not in unused}
+
+
+def config_from_params(params: dict[str, Any]) -> SampleConfig:
+    names = {f for f in SampleConfig.__dataclass_fields__}
+    config = SampleConfig(**{k: v for k, v in params.items() if k in names})
+    config.feedback_digests = tuple(config.feedback_digests)
+    return config
+
+
 class SampleStage:
     name = "sample"
-    artifacts = (DECISIONS, SELECTION)
+    artifacts = (DECISIONS, SELECTION, PULLS)
 
     def __init__(self, dataset: InputDataset, config: SampleConfig) -> None:
         config.check()
@@ -119,6 +190,11 @@ class SampleStage:
         if config.score_column:
             dataset.require_columns([config.score_column], what="score column")
         self.lineage = trace_lineage(Path(dataset.path))
+        self.probe_reader: RowReader | None = None
+        if config.strategy == "iterative" and config.feedback == "probe":
+            self.probe_reader = RowReader(dataset.path, label_column=config.label_column,
+                                          dataset=dataset)  # fmt: skip
+            self.probe_reader.check(["embedding", "label"])
         self.ids, self.pool = self._read_pool()
         if config.budget_tokens is None:
             self.budget = parse_budget(config.budget, len(self.ids))
@@ -209,13 +285,9 @@ class SampleStage:
         """The most rows whose selection fits the token budget (binary search over the row
         budget; the strategy's own order decides which rows)."""
         tokens = self._row_tokens()
-        config = self.config
 
         def used(rows: int) -> float:
-            chosen = select(
-                self.pool, config.strategy, rows, config.resolved_allocation, config.temperature
-            )
-            return float(tokens[chosen.rows].sum())
+            return float(tokens[self._select(rows).rows].sum())
 
         low, high = 0, len(tokens)
         while low < high:
@@ -229,17 +301,48 @@ class SampleStage:
         return low, int(used(low))
 
     def params(self) -> dict[str, Any]:
-        params = asdict(self.config)
-        params["allocation"] = self.config.resolved_allocation
-        params["budget_rows"] = self.budget
-        return params
+        return strategy_params(self.config) | {"budget_rows": self.budget}
+
+    def _select(self, budget: int, output: StageOutput | None = None) -> Selection:
+        """The chosen rows for ``budget`` (iterative and bandit keep their details)."""
+        config = self.config
+        if config.strategy == "bandit":
+            self.bandit = run_bandit(self.pool, budget, self._bandit_params(), self._neighbours())
+            return self.bandit.selection
+        if config.strategy == "iterative":
+            assert output is not None
+            params = IterativeParams(config.rounds, config.temperature, config.shrinkage,
+                                     config.step, config.max_update)  # fmt: skip
+            if self.probe_reader is not None:
+                source = ProbeFeedback(self.probe_reader, self.ids, config.seed)
+            else:
+                source = stored_feedback(output.folder, config.feedback_digests, self.ids)
+            self.iterative = run_iterative(self.pool, budget, params, source)
+            return self.iterative.selection
+        return select(self.pool, config.strategy, budget, config.resolved_allocation,
+                      config.temperature)  # fmt: skip
+
+    def _bandit_params(self) -> BanditParams:
+        assert self.pool.score is not None
+        config = self.config
+        tau = float(np.median(self.pool.score)) if config.tau is None else config.tau
+        return BanditParams(config.probes, config.block, config.alpha, tau)
+
+    def _neighbours(self) -> np.ndarray | None:
+        if self.config.neighbour_radius is None:
+            return None
+        from dataselect.clustering.stage import CENTROIDS
+
+        folder = self.lineage.cluster_folder
+        if folder is None or not (folder / CENTROIDS).exists():
+            raise DataError(f"{self.dataset.path}: --neighbour-radius needs the cluster "
+                            f"folder's {CENTROIDS}")  # fmt: skip
+        centroids = np.load(folder / CENTROIDS, allow_pickle=False)
+        return neighbour_weights(centroids.astype(np.float64), self.config.neighbour_radius)
 
     # -- stage hooks -------------------------------------------------------------------
     def setup(self, output: StageOutput) -> None:
-        config = self.config
-        self.selection = select(
-            self.pool, config.strategy, self.budget, config.resolved_allocation, config.temperature
-        )
+        self.selection = self._select(self.budget, output)
         self.chosen = self.ids.take(pa.array(np.sort(self.selection.rows)))
 
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
@@ -260,10 +363,10 @@ class SampleStage:
         selected = np.zeros(len(self.ids), dtype=bool)
         selected[self.selection.rows] = True
         written = sum(int(r["rows"]) for r in output.done.values())
-        if written != self.budget:
+        if written != len(self.selection.rows):
             raise DataError(
-                f"{output.folder}: {written} rows were found in the source for a budget of "
-                f"{self.budget}: the source no longer matches the embed stage"
+                f"{output.folder}: {written} rows were found in the source for "
+                f"{len(self.selection.rows)} selected: the source no longer matches the embed stage"
             )
         columns: dict[str, Any] = {"id": self.ids}
         if self.pool.cluster is not None:
@@ -271,11 +374,17 @@ class SampleStage:
         if self.pool.score is not None:
             columns["score"] = pa.array(self.pool.score.astype(np.float32))
         columns["selected"] = pa.array(selected)
+        if self.config.strategy == "iterative":
+            columns["round"] = pa.array(self.iterative.round_of_row)
         columns["reason"] = pa.array(self.selection.reasons.tolist(), type=pa.string())
-        buffer = pa.BufferOutputStream()
-        pq.write_table(pa.table(columns), buffer, compression="zstd")
-        output.write_artifact(DECISIONS, buffer.getvalue().to_pybytes())
-        facts = {"budget_rows": self.budget, "rows_in": len(self.ids), **self._metrics(selected)}
+        output.write_artifact(DECISIONS, parquet_bytes(pa.table(columns)))
+        facts = {
+            "budget_rows": self.budget,
+            "rows_in": len(self.ids),
+            "rows_selected": int(selected.sum()),
+            **self._metrics(selected),
+            **self._adaptive_facts(output),
+        }
         if self.tokens_selected is not None:
             facts["tokens_selected"] = self.tokens_selected
         report = {"strategy": self.config.strategy, "params": self.params(), **facts}
@@ -283,6 +392,34 @@ class SampleStage:
             SELECTION, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()
         )
         return facts
+
+    def _adaptive_facts(self, output: StageOutput) -> dict[str, Any]:
+        """Per-round weights of iterative, pull statistics of bandit (and its pull log)."""
+        config = self.config
+        if config.strategy == "iterative":
+            result: IterativeResult = self.iterative
+            facts: dict[str, Any] = {
+                "rounds": config.rounds,
+                "rounds_done": result.rounds_done,
+                "complete": result.rounds_done == config.rounds,
+                "round_history": result.history,
+                "next_weights": [round(float(w), 6) for w in result.weights],
+            }
+            if result.rounds_done < config.rounds:
+                facts["next"] = "dataselect refine THIS_FOLDER --feedback FILE"
+            return facts
+        if config.strategy == "bandit":
+            bandit: BanditResult = self.bandit
+            log = pa.table({key: pa.array(values) for key, values in bandit.pulls.items()})
+            output.write_artifact(PULLS, parquet_bytes(log))
+            kinds = bandit.pulls["kind"]
+            return {
+                "tau": self._bandit_params().tau,
+                "pulls": int((kinds != "fill").sum()),
+                "rows_filled": int(bandit.pulls["admitted"][kinds == "fill"].sum()),
+                "arms": bandit.arms,
+            }
+        return {}
 
     def _metrics(self, selected: np.ndarray) -> dict[str, Any]:
         facts: dict[str, Any] = {}
@@ -311,6 +448,12 @@ class SampleStage:
         return facts
 
 
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="zstd")
+    return buffer.getvalue().to_pybytes()
+
+
 def sample(
     input: str | Path,
     output: str | Path,
@@ -333,3 +476,56 @@ def sample(
         quiet=quiet,
         identity_input=dataset,
     )
+
+
+def refine(
+    output: str | Path,
+    feedback: str | Path,
+    feedback_column: str = "score",
+    quiet: bool = False,
+) -> StageResult:
+    """Run the next round of an iterative selection with ``feedback`` on its rows so far.
+
+    The feedback is stored in OUTPUT/feedback/ and its digest joins the selection's
+    parameters; then the sample stage reruns with them, replacing the previous round's files
+    (the stored feedback of every earlier round replays it). Giving the feedback of the last
+    round again is a no-op; after a crash it finishes that round.
+    """
+    folder = Path(output)
+    manifest = read_manifest(folder)
+    if manifest.stage != "sample" or manifest.params.get("strategy") != "iterative":
+        raise UsageError(
+            f"{folder}: not an iterative selection (make one with "
+            "`dataselect sample --strategy iterative`)"
+        )
+    config = config_from_params(manifest.params)
+    if config.feedback == "probe":
+        raise UsageError(f"{folder}: runs all its rounds itself (--feedback probe)")
+    input_path = manifest.input["path"]
+    dataset = open_stage_input(input_path)
+    data = normalised_feedback(feedback, feedback_column, dataset.schema.field("id").type)
+    new = digest(data)
+    digests = config.feedback_digests
+    if digests and new == digests[-1]:  # already applied: nothing to do, or finish a crash
+        return sample(input_path, folder, config, quiet=quiet)
+    if not manifest.complete:
+        again = "`dataselect refine` with its feedback" if digests else "`dataselect sample`"
+        raise UsageError(f"{folder}: its last round did not finish; rerun {again} first")
+    finished = len(digests) + 1
+    if finished >= config.rounds:
+        raise UsageError(f"{folder}: all {config.rounds} rounds are done; nothing to refine")
+    _check_feedback_ids(folder, data, feedback)
+    path = feedback_path(folder, finished)
+    path.parent.mkdir(exist_ok=True)
+    write_bytes_atomic(path, data)
+    config.feedback_digests = (*digests, new)
+    return sample(input_path, folder, config, overwrite="stale", quiet=quiet)
+
+
+def _check_feedback_ids(folder: Path, data: bytes, feedback: str | Path) -> None:
+    """Refuse feedback that names none of the selected rows, before anything is replaced."""
+    decisions = pq.read_table(folder / DECISIONS, columns=["id", "selected"])
+    selected = decisions.filter(decisions.column("selected")).column("id")
+    ids = pq.read_table(pa.BufferReader(data), columns=["id"]).column("id")
+    if not pc.any(pc.is_in(ids, value_set=selected.combine_chunks())).as_py():
+        raise DataError(f"{feedback}: no feedback id is among the {len(selected):,} rows selected")

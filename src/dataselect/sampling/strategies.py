@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STRATEGIES = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq")
-NEEDS_CLUSTERS = ("kmeans-closest", "kmeans-random", "kmq")
-NEEDS_SCORE = ("top-k", "kmq")
+STRATEGIES = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq", "iterative", "bandit")
+NEEDS_CLUSTERS = ("kmeans-closest", "kmeans-random", "kmq", "iterative", "bandit")
+NEEDS_SCORE = ("top-k", "kmq", "bandit")
 ALLOCATIONS = ("proportional", "equal")
 
 
@@ -53,14 +53,7 @@ def allocate(sizes: np.ndarray, budget: int, mode: str) -> np.ndarray:
     if budget > total:
         raise ValueError(f"budget {budget} exceeds {total} rows")
     if mode == "proportional":
-        exact = budget * sizes / total
-        quota = np.floor(exact).astype(np.int64)
-        left = budget - int(quota.sum())
-        room = quota < sizes
-        fraction = np.where(room, exact - quota, -1.0)
-        order = np.lexsort((np.arange(len(sizes)), -fraction))
-        quota[order[:left]] += 1
-        return quota
+        return allocate_weighted(sizes.astype(np.float64), sizes, budget)
     quota = np.zeros(len(sizes), dtype=np.int64)
     left = budget
     while left > 0:
@@ -75,6 +68,62 @@ def allocate(sizes: np.ndarray, budget: int, mode: str) -> np.ndarray:
         quota[open_] += grant
         left -= int(grant.sum())
     return quota
+
+
+def allocate_weighted(shares: np.ndarray, capacity: np.ndarray, budget: int) -> np.ndarray:
+    """Rows per cluster in proportion to ``shares``, never above ``capacity``; sums to
+    ``budget`` exactly (it must not exceed the total capacity).
+
+    Clusters whose exact share exceeds their capacity are filled and the rest of the budget
+    is shared again among the others (water-filling); then largest-remainder rounding, ties
+    to the lower cluster id. A cluster with share 0 gets rows only when nothing else can.
+    """
+    capacity = np.asarray(capacity, dtype=np.int64)
+    shares = np.where(capacity > 0, np.asarray(shares, dtype=np.float64), 0.0)
+    if budget > int(capacity.sum()):
+        raise ValueError(f"budget {budget} exceeds {int(capacity.sum())} rows")
+    exact = np.zeros(len(capacity))
+    full = np.zeros(len(capacity), dtype=bool)
+    while True:
+        left = budget - float(capacity[full].sum())
+        open_shares = np.where(full, 0.0, shares)
+        if open_shares.sum() <= 0:  # only zero-share clusters remain: share by capacity
+            open_shares = np.where(full, 0.0, capacity.astype(np.float64))
+        if left <= 0 or open_shares.sum() <= 0:
+            exact = np.where(full, capacity, 0.0)
+            break
+        exact = np.where(full, capacity, left * open_shares / open_shares.sum())
+        over = ~full & (exact >= capacity)
+        if not over.any():
+            break
+        full |= over
+    quota = np.minimum(np.floor(exact).astype(np.int64), capacity)
+    left = budget - int(quota.sum())
+    fraction = np.where(quota < capacity, exact - quota, -1.0)
+    order = np.lexsort((np.arange(len(capacity)), -fraction))
+    quota[order[:left]] += 1
+    return quota
+
+
+def within_cluster_order(pool: Pool, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every row, grouped by cluster, each cluster's rows in the order they are drawn:
+    a weighted draw without replacement with weight softmax(score / T) when the pool has a
+    score (Efraimidis-Spirakis), else uniform (keyed). Returns (order, start of each cluster).
+    """
+    assert pool.cluster is not None
+    k = int(pool.cluster.max()) + 1
+    if pool.score is None:
+        rank_key = pool.keys.astype(np.float64)
+    else:
+        logits = pool.score / temperature
+        top = np.full(k, -np.inf)
+        np.maximum.at(top, pool.cluster, logits)
+        log_weight = logits - top[pool.cluster]
+        # E / w with E ~ Exp(1): the smallest values win; in logs, so no overflow at small T
+        rank_key = np.log(-np.log(uniform01(pool.keys))) - log_weight
+    order = np.lexsort((np.arange(len(pool)), rank_key, pool.cluster))
+    starts = np.searchsorted(pool.cluster[order], np.arange(k + 1))
+    return order, starts
 
 
 def select(
@@ -107,20 +156,16 @@ def _per_cluster(
     n = len(pool)
     if strategy == "kmeans-closest":
         assert pool.distance is not None
-        rank_key, what = pool.distance.astype(np.float64), "closest to its centroid"
+        order = np.lexsort((np.arange(n), pool.distance.astype(np.float64), pool.cluster))
+        starts = np.searchsorted(pool.cluster[order], np.arange(k))
+        what = "closest to its centroid"
     elif strategy == "kmeans-random":
-        rank_key, what = pool.keys.astype(np.float64), "random within its cluster"
-    else:  # kmq: Efraimidis-Spirakis weighted draw without replacement, weight softmax(s / T)
+        order, starts = within_cluster_order(Pool(keys=pool.keys, cluster=pool.cluster), 1.0)
+        what = "random within its cluster"
+    else:
         assert pool.score is not None
-        logits = pool.score / temperature
-        top = np.full(k, -np.inf)
-        np.maximum.at(top, pool.cluster, logits)
-        log_weight = logits - top[pool.cluster]
-        # E / w with E ~ Exp(1): the smallest values win; in logs, so no overflow at small T
-        rank_key = np.log(-np.log(uniform01(pool.keys))) - log_weight
+        order, starts = within_cluster_order(pool, temperature)
         what = "drawn by softmax(score / T) within its cluster"
-    order = np.lexsort((np.arange(n), rank_key, pool.cluster))  # by cluster, then rank key
-    starts = np.searchsorted(pool.cluster[order], np.arange(k))
     chosen = [order[starts[c] : starts[c] + quota[c]] for c in range(k) if quota[c]]
     rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
     for c in range(k):

@@ -1,0 +1,151 @@
+"""Clusters as bandit arms, rewarded by a score column (after "Quad", Zhang et al. 2024).
+
+Each arm (cluster) keeps its rows in the keyed (seed, id) order. A pull reads the arm's next
+``probes`` rows in that order (wrapping around once all were read) and gets
+
+    reward = mean score of the probes - tau
+
+Arms are ranked by the upper confidence bound
+
+    mean_reward_j + alpha * sd * sqrt(2 ln(total pulls) / (pulls_j + 1))
+
+where sd is the score column's standard deviation, so alpha means the same for any score
+scale. A pull with a positive reward admits the arm's next ``block`` rows not yet admitted
+(fewer when the budget or the arm runs out); an arm with no rows left retires. Before any
+row is admitted, every arm is pulled once (UCB1's start), so no arm wins by going first.
+With a neighbour radius, a pull's reward is also credited to arms whose centroids lie
+within that cosine distance, weighted 1 - distance / radius (fractional pulls).
+
+If every remaining arm keeps a reward <= 0 (2 x arms + 10 pulls in a row admit nothing),
+the rest of the budget is filled from the arms with the highest mean reward, each in its
+keyed order, and logged as "fill": the budget is met whenever the data has the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dataselect.sampling.strategies import Pool, Selection
+
+
+@dataclass
+class BanditParams:
+    probes: int = 10
+    block: int = 10
+    alpha: float = 1.0
+    tau: float = 0.0
+
+
+@dataclass
+class BanditResult:
+    selection: Selection
+    pulls: dict[str, np.ndarray]  # the pull log: pull, arm, kind, reward, ucb, admitted
+    arms: list[dict[str, Any]]  # per arm: pulls, mean reward, rows admitted
+
+
+def neighbour_weights(centroids: np.ndarray, radius: float) -> np.ndarray:
+    """k x k credit weights 1 - d / radius for cosine distance d < radius, 0 on the diagonal."""
+    unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    distance = 1.0 - unit @ unit.T
+    weights = np.where(distance < radius, 1.0 - distance / radius, 0.0)
+    np.fill_diagonal(weights, 0.0)
+    return np.clip(weights, 0.0, 1.0)
+
+
+def run_bandit(
+    pool: Pool, budget: int, params: BanditParams, neighbours: np.ndarray | None = None
+) -> BanditResult:
+    assert pool.cluster is not None and pool.score is not None
+    n = len(pool)
+    k = int(pool.cluster.max()) + 1
+    order = np.lexsort((np.arange(n), pool.keys, pool.cluster))
+    starts = np.searchsorted(pool.cluster[order], np.arange(k + 1))
+    sizes = np.diff(starts)
+    spread = float(pool.score.std()) or 1.0
+    reward_sum = np.zeros(k)
+    pulls = np.zeros(k)  # fractional with neighbour credit
+    admitted = np.zeros(k, dtype=np.int64)
+    probe_cursor = np.zeros(k, dtype=np.int64)
+    active = sizes > 0
+    reasons = np.full(n, "not selected", dtype=object)
+    chosen: list[np.ndarray] = []
+    log: dict[str, list[Any]] = {k_: [] for k_ in ("pull", "arm", "kind", "reward", "ucb",
+                                                    "admitted")}  # fmt: skip
+    total_pulls = 0
+    left = budget
+
+    def pull(arm: int, ucb: float, kind: str) -> None:
+        nonlocal total_pulls, left
+        rows = order[starts[arm] : starts[arm + 1]]
+        at = probe_cursor[arm] + np.arange(min(params.probes, sizes[arm]))
+        probe_cursor[arm] = (probe_cursor[arm] + len(at)) % sizes[arm]
+        reward = float(pool.score[rows[at % sizes[arm]]].mean()) - params.tau
+        total_pulls += 1
+        reward_sum[arm] += reward
+        pulls[arm] += 1
+        if neighbours is not None:
+            reward_sum[:] += neighbours[arm] * reward
+            pulls[:] += neighbours[arm]
+        take = 0
+        if kind == "pull" and reward > 0:
+            take = admit(arm, params.block, f"pull {total_pulls}: reward {reward:+.4g}")
+        log["pull"].append(total_pulls)
+        log["arm"].append(arm)
+        log["kind"].append(kind)
+        log["reward"].append(reward)
+        log["ucb"].append(ucb)
+        log["admitted"].append(take)
+
+    def admit(arm: int, count: int, why: str) -> int:
+        nonlocal left
+        take = int(min(count, left, sizes[arm] - admitted[arm]))
+        block = order[starts[arm] + admitted[arm] : starts[arm] + admitted[arm] + take]
+        reasons[block] = f"arm {arm}, {why}"
+        chosen.append(block)
+        admitted[arm] += take
+        left -= take
+        if admitted[arm] == sizes[arm]:
+            active[arm] = False
+        return take
+
+    # UCB1's start: every arm once, in the keyed order of its first row, admitting nothing
+    first_keys = np.where(sizes > 0, pool.keys[order[np.minimum(starts[:-1], n - 1)]], 0)
+    for arm in np.flatnonzero(sizes > 0)[np.argsort(first_keys[sizes > 0], kind="stable")]:
+        pull(int(arm), float("inf"), "start")
+    idle = 0
+    while left > 0 and active.any():
+        mean = reward_sum / np.maximum(pulls, 1e-12)
+        bonus = params.alpha * spread * np.sqrt(2.0 * np.log(total_pulls) / (pulls + 1.0))
+        ucb = np.where(active, mean + bonus, -np.inf)
+        arm = int(np.argmax(ucb))  # ties: the lowest arm id
+        before = left
+        pull(arm, float(ucb[arm]), "pull")
+        idle = idle + 1 if left == before else 0
+        if idle >= 2 * int(active.sum()) + 10:
+            break
+    if left > 0:  # no arm's reward stays positive: fill from the best means
+        mean = reward_sum / np.maximum(pulls, 1e-12)
+        for arm in np.lexsort((np.arange(k), -mean)):
+            if left == 0:
+                break
+            if active[arm]:
+                take = admit(int(arm), left, "fill (no arm kept a positive reward)")
+                for key, value in (("pull", total_pulls), ("arm", int(arm)), ("kind", "fill"),
+                                   ("reward", float("nan")), ("ucb", float("nan")),
+                                   ("admitted", take)):  # fmt: skip
+                    log[key].append(value)
+    rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+    mean = reward_sum / np.maximum(pulls, 1e-12)
+    arms = [
+        {"arm": c, "size": int(sizes[c]), "pulls": round(float(pulls[c]), 3),
+         "mean_reward": round(float(mean[c]), 6), "admitted": int(admitted[c])}
+        for c in range(k) if sizes[c]
+    ]  # fmt: skip
+    return BanditResult(
+        selection=Selection(rows=rows.astype(np.int64), reasons=reasons),
+        pulls={key: np.asarray(values) for key, values in log.items()},
+        arms=arms,
+    )
