@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import write_parquet_folder
@@ -80,3 +82,20 @@ def test_shipped_configs_are_valid(name: str) -> None:
     config = load_config(ROOT / "configs" / name)
     for stage in STAGES:
         stage_config(stage, config.get(stage)).check()
+
+
+def test_rerunning_a_pipeline_keeps_the_refined_rounds(cli, tmp_path: Path) -> None:
+    config = write_config(tmp_path, sample={"strategy": "iterative", "budget": 30})
+    assert run_json(cli, config)["rows_selected"] == 10  # round 1 of 3
+    selection = tmp_path / "run" / "sample"
+    ids = pq.read_table(sorted(str(p) for p in selection.glob("part-*.parquet")), columns=["id"])
+    feedback = tmp_path / "feedback.parquet"
+    pq.write_table(
+        ids.append_column("score", pa.array(range(ids.num_rows), pa.float64())), feedback
+    )
+    assert cli("refine", selection, "--feedback", feedback, "-q").exit_code == 0
+    again = run_json(cli, config)
+    assert again["rows_selected"] == 20 and "sample" in again["stages_skipped"]
+    # other settings start the rounds again
+    changed = run_json(cli, config, "--set", "sample.rounds=2")
+    assert changed["rows_selected"] == 15

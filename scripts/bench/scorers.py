@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import embeddings_by_id
 from sklearn.linear_model import LogisticRegression
 
 from dataselect import ClusterConfig, EmbedConfig, SampleConfig, cluster, embed, sample
@@ -99,12 +100,6 @@ def build_pool(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def embeddings(folder: Path) -> dict:
-    table = pq.read_table(sorted(str(p) for p in folder.glob("part-*.parquet")))
-    x = table.column("embedding").combine_chunks().flatten().to_numpy()
-    return dict(zip(table.column("id").to_pylist(), x.reshape(table.num_rows, -1), strict=True))
-
-
 def main() -> None:
     if not DATASETS.is_dir():
         raise SystemExit(f"needs the real corpora in {DATASETS}")
@@ -125,9 +120,9 @@ def main() -> None:
         label = dict(
             zip(pool.column("id").to_pylist(), pool.column("label").to_pylist(), strict=True)
         )
-        vectors = embeddings(root / "embed")
+        vectors = embeddings_by_id(root / "embed")
         test = pq.read_table(DATASETS / "banking77.test.parquet", columns=["id", "label"])
-        test_vectors = embeddings(root / "test-embed")
+        test_vectors = embeddings_by_id(root / "test-embed")
         x_test = np.stack([test_vectors[i] for i in test.column("id").to_pylist()])
         y_test = test.column("label").to_pylist()
 

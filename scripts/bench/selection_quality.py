@@ -13,7 +13,8 @@ shuffled labels (in place), unrelated text (T0 instructions with random labels) 
 near-duplicates (copies with a small edit). k = 50 clusters (kmeans-closest: k = the budget).
 Budgets 2/5/10%: random, kmeans-closest, kmq on the label-agreement score, iterative with
 probe feedback, iterative with the label-agreement score inside clusters, and bandit on the
-influence score: accuracy on the clean test split and the share of each junk kind selected.
+influence score and on the label-agreement score: accuracy on the clean test split and the
+share of each junk kind selected.
 
     python scripts/bench/selection_quality.py            # both parts (~35 min on 2 cores)
     python scripts/bench/selection_quality.py --part clean   # banking77, trec_fine, agnews
@@ -427,6 +428,12 @@ def junk_runs(work: Path, closest: Path, n_rows: int, seed: int, spread: float) 
             scored,
             SampleConfig(
                 strategy="bandit", budget=budget, seed=seed, score_column="score_influence"
+            ),
+        ),
+        "bandit (label-agreement)": (
+            scored,
+            SampleConfig(
+                strategy="bandit", budget=budget, seed=seed, score_column="score_label_agreement"
             ),
         ),
     }

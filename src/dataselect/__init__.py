@@ -10,7 +10,7 @@ from dataselect.embedding.stage import EmbedConfig, embed
 from dataselect.errors import DataError, DataselectError, UsageError
 from dataselect.io.sources import open_input
 from dataselect.manifest import Manifest, read_manifest
-from dataselect.sampling.stage import SampleConfig, sample
+from dataselect.sampling.stage import SampleConfig, refine, sample
 from dataselect.scoring.stage import ScoreConfig, score
 
 __version__ = "0.1.0"
@@ -29,6 +29,7 @@ __all__ = [
     "embed",
     "open_input",
     "read_manifest",
+    "refine",
     "sample",
     "score",
 ]

@@ -18,7 +18,7 @@ import yaml
 from dataselect.clustering.stage import ClusterConfig, cluster
 from dataselect.embedding.stage import EmbedConfig, embed
 from dataselect.errors import UsageError
-from dataselect.sampling.stage import SampleConfig, sample
+from dataselect.sampling.stage import SampleConfig, refined_rounds, sample
 from dataselect.scoring.stage import ScoreConfig, score
 from dataselect.stage import StageResult
 
@@ -102,9 +102,14 @@ def run_pipeline(config: dict[str, Any], quiet: bool = False) -> list[StageResul
                 quiet=quiet,
             )
         )
+    sample_input = folders["score" if scored else "cluster"]
+    if configs["sample"].strategy == "iterative" and configs["sample"].feedback is None:
+        configs["sample"].feedback_digests = refined_rounds(
+            sample_input, folders["sample"], configs["sample"]
+        )
     results.append(
         sample(
-            folders["score" if scored else "cluster"],
+            sample_input,
             folders["sample"],
             configs["sample"],
             overwrite="stale",

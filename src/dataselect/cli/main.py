@@ -448,10 +448,10 @@ def sample(
         float, typer.Option(help="iterative: most a round lowers a log-weight by.")
     ] = 2.0,
     probes: Annotated[int, typer.Option(help="bandit: rows read per pull.")] = 10,
-    block: Annotated[int, typer.Option(help="bandit: rows admitted by a positive pull.")] = 10,
+    block: Annotated[int, typer.Option(help="bandit: rows admitted by a positive pull.")] = 5,
     alpha: Annotated[
         float, typer.Option(help="bandit: exploration, in standard deviations of the score.")
-    ] = 1.0,
+    ] = 3.0,
     tau: Annotated[
         float | None,
         typer.Option(help="bandit: reward threshold \\[default: the score column's median]."),

@@ -34,8 +34,8 @@ from dataselect.sampling.strategies import Pool, Selection
 @dataclass
 class BanditParams:
     probes: int = 10
-    block: int = 10
-    alpha: float = 1.0
+    block: int = 5
+    alpha: float = 3.0
     tau: float = 0.0
 
 

@@ -85,8 +85,8 @@ class SampleConfig:
     feedback_digests: tuple[str, ...] = ()  # set by refine: SHA-256 of each round's feedback
     # bandit (see sampling/bandit.py)
     probes: int = 10
-    block: int = 10
-    alpha: float = 1.0
+    block: int = 5
+    alpha: float = 3.0
     tau: float | None = None  # default: the score column's median
     neighbour_radius: float | None = None
 
@@ -529,3 +529,23 @@ def _check_feedback_ids(folder: Path, data: bytes, feedback: str | Path) -> None
     ids = pq.read_table(pa.BufferReader(data), columns=["id"]).column("id")
     if not pc.any(pc.is_in(ids, value_set=selected.combine_chunks())).as_py():
         raise DataError(f"{feedback}: no feedback id is among the {len(selected):,} rows selected")
+
+
+def refined_rounds(input: str | Path, output: str | Path, config: SampleConfig) -> tuple[str, ...]:
+    """The feedback digests `refine` added to the iterative selection in ``output``, when it
+    was made from the same input with the same settings: `dataselect run` carries them, so
+    rerunning a pipeline keeps the rounds instead of starting again from round 1."""
+    folder = Path(output)
+    if not (folder / MANIFEST_NAME).exists():
+        return config.feedback_digests
+    try:
+        manifest = read_manifest(folder)
+        fingerprint = open_stage_input(input).fingerprint()
+    except DataError:
+        return config.feedback_digests
+    ignore = ("feedback_digests", "budget_rows")
+    old = {k: v for k, v in manifest.params.items() if k not in ignore}
+    new = {k: v for k, v in strategy_params(config).items() if k not in ignore}
+    if manifest.stage != "sample" or old != new or manifest.input.get("fingerprint") != fingerprint:
+        return config.feedback_digests
+    return tuple(manifest.params.get("feedback_digests", ()))
