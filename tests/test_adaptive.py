@@ -13,7 +13,7 @@ from conftest import run_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataselect.sampling.bandit import BanditParams, run_bandit
+from dataselect.sampling.bandit import BanditParams, NeighbourCredit, run_bandit
 from dataselect.sampling.iterative import IterativeParams, round_budgets, update_weights
 from dataselect.sampling.strategies import Pool, allocate_weighted
 
@@ -79,6 +79,13 @@ def test_bandit_pool_concentrates_on_high_arms_and_retires_them() -> None:
     assert (kinds == "start").sum() == 10  # each arm pulled once before any admission
     assert (result.pulls["admitted"][kinds == "start"] == 0).all()
     assert result.pulls["admitted"].sum() == 120
+
+
+def test_neighbour_credit_goes_to_close_arms_only() -> None:
+    centroids = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0]])
+    weights = NeighbourCredit(centroids, radius=0.1)[0]
+    assert weights[0] == 0.0 and weights[2] == 0.0
+    assert weights[1] == pytest.approx(1 - (1 - 0.99 / np.hypot(0.99, 0.141)) / 0.1)
 
 
 # -- through the CLI ---------------------------------------------------------------------------

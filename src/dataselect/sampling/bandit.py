@@ -46,17 +46,25 @@ class BanditResult:
     arms: list[dict[str, Any]]  # per arm: pulls, mean reward, rows admitted
 
 
-def neighbour_weights(centroids: np.ndarray, radius: float) -> np.ndarray:
-    """k x k credit weights 1 - d / radius for cosine distance d < radius, 0 on the diagonal."""
-    unit = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    distance = 1.0 - unit @ unit.T
-    weights = np.where(distance < radius, 1.0 - distance / radius, 0.0)
-    np.fill_diagonal(weights, 0.0)
-    return np.clip(weights, 0.0, 1.0)
+class NeighbourCredit:
+    """Credit weights 1 - d / radius of every arm for cosine distance d < radius to one
+    arm (0 for itself), computed per pull: a k x k table would not fit for large k."""
+
+    def __init__(self, centroids: np.ndarray, radius: float) -> None:
+        norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+        self.unit = centroids / np.maximum(norms, 1e-12)
+        self.radius = radius
+
+    def __getitem__(self, arm: int) -> np.ndarray:
+        distance = 1.0 - self.unit @ self.unit[arm]
+        weights = np.clip(np.where(distance < self.radius, 1.0 - distance / self.radius, 0.0),
+                          0.0, 1.0)  # fmt: skip
+        weights[arm] = 0.0
+        return weights
 
 
 def run_bandit(
-    pool: Pool, budget: int, params: BanditParams, neighbours: np.ndarray | None = None
+    pool: Pool, budget: int, params: BanditParams, neighbours: NeighbourCredit | None = None
 ) -> BanditResult:
     assert pool.cluster is not None and pool.score is not None
     n = len(pool)
@@ -87,8 +95,9 @@ def run_bandit(
         reward_sum[arm] += reward
         pulls[arm] += 1
         if neighbours is not None:
-            reward_sum[:] += neighbours[arm] * reward
-            pulls[:] += neighbours[arm]
+            credit = neighbours[arm]
+            reward_sum[:] += credit * reward
+            pulls[:] += credit
         take = 0
         if kind == "pull" and reward > 0:
             take = admit(arm, params.block, f"pull {total_pulls}: reward {reward:+.4g}")

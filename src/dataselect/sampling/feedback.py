@@ -110,10 +110,10 @@ class ProbeFeedback:
             keep = pc.is_in(batch.ids, value_set=wanted).to_numpy(zero_copy_only=False)
             if not keep.any():
                 continue
-            at = pc.index_in(batch.ids.filter(pa.array(keep)), value_set=self.pool_ids)
+            at = pc.index_in(batch.ids.filter(pa.array(keep)), value_set=wanted).to_numpy()
             assert batch.embedding is not None and batch.label is not None
             for row, x, label in zip(
-                at.to_numpy(), batch.embedding[keep], batch.label[keep], strict=True
+                missing[at], batch.embedding[keep], batch.label[keep], strict=True
             ):
                 self.x[int(row)] = x
                 self.labels[int(row)] = label

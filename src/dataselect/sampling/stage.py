@@ -30,7 +30,7 @@ from dataselect.io.sources import InputDataset, InputShard, open_input, open_sta
 from dataselect.keyed import row_keys
 from dataselect.lineage import trace_lineage
 from dataselect.manifest import MANIFEST_NAME, read_manifest
-from dataselect.sampling.bandit import BanditParams, BanditResult, neighbour_weights, run_bandit
+from dataselect.sampling.bandit import BanditParams, BanditResult, NeighbourCredit, run_bandit
 from dataselect.sampling.feedback import (
     ProbeFeedback,
     digest,
@@ -328,7 +328,7 @@ class SampleStage:
         tau = float(np.median(self.pool.score)) if config.tau is None else config.tau
         return BanditParams(config.probes, config.block, config.alpha, tau)
 
-    def _neighbours(self) -> np.ndarray | None:
+    def _neighbours(self) -> NeighbourCredit | None:
         if self.config.neighbour_radius is None:
             return None
         from dataselect.clustering.stage import CENTROIDS
@@ -338,7 +338,7 @@ class SampleStage:
             raise DataError(f"{self.dataset.path}: --neighbour-radius needs the cluster "
                             f"folder's {CENTROIDS}")  # fmt: skip
         centroids = np.load(folder / CENTROIDS, allow_pickle=False)
-        return neighbour_weights(centroids.astype(np.float64), self.config.neighbour_radius)
+        return NeighbourCredit(centroids.astype(np.float64), self.config.neighbour_radius)
 
     # -- stage hooks -------------------------------------------------------------------
     def setup(self, output: StageOutput) -> None:
