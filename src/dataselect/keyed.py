@@ -52,12 +52,26 @@ def span_hashes(
     return mix64(raw ^ (lengths << _U(56)) ^ salt)
 
 
+KEY_CHUNK_ROWS = 1 << 16  # string ids hashed this many at a time: the hash's work arrays
+# hold 24 bytes per id byte, so hashing 10M ids at once would need gigabytes
+
+
 def row_keys(ids: pa.Array, seed: int, stream: int = 0) -> np.ndarray:
     """A uniform 64-bit key per row id (string or int64) for this seed and use."""
     salt = seed_salt(seed, stream)
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
     if pa.types.is_integer(ids.type):
         values = ids.cast(pa.int64()).to_numpy(zero_copy_only=False).view(_U)
         return mix64(mix64(values ^ salt) ^ _U(0x632BE59BD9B4E019))
+    keys = np.empty(len(ids), dtype=_U)
+    for start in range(0, len(ids), KEY_CHUNK_ROWS):
+        chunk = ids.slice(start, KEY_CHUNK_ROWS)
+        keys[start : start + len(chunk)] = _string_keys(chunk, salt)
+    return keys
+
+
+def _string_keys(ids: pa.Array, salt: np.uint64) -> np.ndarray:
     strings = ids.cast(pa.large_string()) if not pa.types.is_large_string(ids.type) else ids
     strings = pa.concat_arrays([strings]) if strings.offset else strings  # drop slice offset
     offsets_buf, data_buf = strings.buffers()[1], strings.buffers()[2]
@@ -65,4 +79,6 @@ def row_keys(ids: pa.Array, seed: int, stream: int = 0) -> np.ndarray:
     data = (
         np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     )
+    # only this chunk's bytes: a slice (or a cast of one) shares the whole array's buffer
+    data, offsets = data[offsets[0] : offsets[-1]], offsets - offsets[0]
     return span_hashes(data, offsets[:-1], offsets[1:], salt)
