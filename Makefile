@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint browser bench clean
 
 install: $(STAMP)
 
@@ -20,12 +20,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dataselect example demo/data --limit 2000
 	$(BIN)/dataselect run configs/demo.yaml
+	$(BIN)/dataselect report demo/run
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 
-test: lint
+# The report test renders report.html in headless Chromium (Debian's package). Installed here
+# when missing and apt-get can run; otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium >/dev/null) ; } \
+	  || echo "chromium not installed: the report rendering test will skip"
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -35,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/selection_quality.py
 	$(BIN)/python scripts/bench/adaptive.py
 	$(BIN)/python scripts/bench/scorers.py
+	$(BIN)/python scripts/bench/dry_run.py
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache

@@ -89,11 +89,14 @@ def test_neighbour_credit_goes_to_close_arms_only() -> None:
 
 
 # -- through the CLI ---------------------------------------------------------------------------
-def planted_corpus(folder: Path, shards: int = 3) -> Path:
+def planted_corpus(folder: Path, shards: int = 3, draw: int | None = None) -> Path:
     """15 well separated groups of 60 vectors; labels agree within good groups, junk groups
-    carry random labels; a 'quality' column is high in the HIGH groups."""
+    carry random labels; a 'quality' column is high in the HIGH groups. ``draw``: other rows
+    around the same group centres (a test split)."""
     rng = np.random.default_rng(7)
     centers = rng.standard_normal((GROUPS, DIM)) * 4
+    if draw is not None:
+        rng = np.random.default_rng(draw)
     group = np.repeat(np.arange(GROUPS), PER_GROUP)
     order = rng.permutation(len(group))
     group = group[order]

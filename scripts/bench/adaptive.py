@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from common import embeddings_by_id
-from sklearn.linear_model import LogisticRegression
 
 from dataselect import (
     ClusterConfig,
@@ -39,6 +38,7 @@ from dataselect import (
     sample,
     score,
 )
+from dataselect.evaluation import probe_accuracy
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -114,10 +114,10 @@ def main() -> None:
                        quiet=True)  # fmt: skip
                 chosen = pq.read_table(sorted(str(p) for p in out.glob("part-*.parquet")),
                                        columns=["id"]).column("id").to_pylist()  # fmt: skip
-                probe = LogisticRegression(max_iter=2000, C=10.0)
-                probe.fit(np.stack([x[i] for i in chosen]), [label[i] for i in chosen])
+                accuracy = probe_accuracy(np.stack([x[i] for i in chosen]),
+                                          [label[i] for i in chosen], x_test, y_test)  # fmt: skip
                 measured.append({
-                    "accuracy": float(probe.score(x_test, y_test)),
+                    "accuracy": accuracy,
                     "off_domain": sum(kind[i] == "off-domain" for i in chosen) / len(chosen),
                     "shuffled": sum(kind[i] == "shuffled" for i in chosen) / len(chosen),
                 })  # fmt: skip

@@ -31,9 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from common import embeddings_by_id
-from sklearn.linear_model import LogisticRegression
 
 from dataselect import ClusterConfig, EmbedConfig, SampleConfig, cluster, embed, sample
+from dataselect.evaluation import probe_accuracy
 from dataselect.scoring.stage import ScoreConfig, score
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,11 +130,11 @@ def main() -> None:
             chosen = pq.read_table(
                 sorted(str(p) for p in selection.glob("part-*.parquet")), columns=["id"]
             ).column("id").to_pylist()  # fmt: skip
-            probe = LogisticRegression(max_iter=2000, C=10.0)
-            probe.fit(np.stack([vectors[i] for i in chosen]), [label[i] for i in chosen])
+            accuracy = probe_accuracy(np.stack([vectors[i] for i in chosen]),
+                                      [label[i] for i in chosen], x_test, y_test)  # fmt: skip
             shares = {k: sum(kind[i] == k for i in chosen) / len(chosen)
                       for k in ("shuffled", "unrelated", "near-duplicate")}  # fmt: skip
-            return {"accuracy": float(probe.score(x_test, y_test)), **shares}
+            return {"accuracy": accuracy, **shares}
 
         scorers = {
             "heuristic": ScoreConfig(scorers=("heuristic",)),

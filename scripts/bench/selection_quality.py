@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sklearn.linear_model import LogisticRegression
 
 from dataselect import (
     ClusterConfig,
@@ -49,6 +48,7 @@ from dataselect import (
     sample,
     score,
 )
+from dataselect.evaluation import probe_accuracy
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -91,14 +91,6 @@ def vectors_and_labels(embed_folder: Path, source: Path) -> tuple[list, np.ndarr
     ids = table.column("id").to_pylist()
     x = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     return ids, x, [labels[i] for i in ids]
-
-
-def probe_accuracy(x: np.ndarray, y: list, x_test: np.ndarray, y_test: list) -> float:
-    if len(set(y)) < 2:  # a one-label selection: the probe can only predict that label
-        return float(np.mean([label == y[0] for label in y_test]))
-    probe = LogisticRegression(max_iter=2000, C=10.0)
-    probe.fit(x, y)
-    return float(probe.score(x_test, y_test))
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ class Manifest:
     params: dict[str, Any]
     input: dict[str, Any]
     shards: list[dict[str, Any]] = field(default_factory=list)
+    shards_total: int = 0  # shards this run writes (so `inspect` can tell how far it got)
     complete: bool = False
     rows: int = 0
     outputs: dict[str, Any] = field(default_factory=dict)

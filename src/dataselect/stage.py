@@ -112,6 +112,7 @@ def run_stage(
             "fingerprint": (identity_input or dataset).fingerprint(),
         },
         outputs={"columns": stage.schema.names, **(outputs or {})},
+        shards_total=len(dataset.shards),
     )
     folder = StageOutput(
         output,

@@ -20,6 +20,24 @@ JsonSummary = Annotated[
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the plan and estimates (memory, time from a small probe, output size); "
+        "write nothing.",
+    ),
+]
+
+
+def emit_plans(plans: list[Any], as_json: bool) -> None:
+    """Print dry-run plans: lines for people, or JSON for scripts."""
+    from dataselect.planning import format_plans
+
+    if as_json:
+        print(json.dumps({"dry_run": True, "stages": [p.as_dict() for p in plans]}, indent=2))
+    else:
+        print(format_plans(plans))
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -11,10 +11,12 @@ import typer
 from dataselect import __version__
 from dataselect.cli.common import (
     Debug,
+    DryRun,
     JsonSummary,
     Overwrite,
     Quiet,
     Seed,
+    emit_plans,
     emit_summary,
     fail,
     run_command,
@@ -113,6 +115,7 @@ def embed(
     ] = 100_000,
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -134,6 +137,11 @@ def embed(
         seed=seed,
         shard_rows=shard_rows,
     )
+    if dry_run:
+        from dataselect.planning import plan_embed
+
+        plan, _ = run_command(debug, lambda: plan_embed(input, output, config, overwrite))
+        return emit_plans([plan], json_summary)
     result = run_command(
         debug, lambda: embed_stage(input, output, config, overwrite=overwrite, quiet=quiet)
     )
@@ -177,6 +185,7 @@ def cluster(
     ] = None,
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -186,6 +195,8 @@ def cluster(
     from dataselect.clustering.stage import cluster as cluster_stage
 
     def action() -> object:
+        from dataselect.planning import plan_cluster
+
         config = ClusterConfig(
             k=_parse_k(k),
             k_grid=_parse_grid(k_grid),
@@ -197,9 +208,13 @@ def cluster(
             centroids=centroids,
             seed=seed,
         )
+        if dry_run:
+            return plan_cluster(input, output, config, overwrite)[0]
         return cluster_stage(input, output, config, overwrite=overwrite, quiet=quiet)
 
     result = run_command(debug, action)
+    if dry_run:
+        return emit_plans([result], json_summary)
     emit_summary(result.summary(), json_summary, quiet)
 
 
@@ -320,6 +335,7 @@ def score(
     ] = 100_000,
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -348,6 +364,11 @@ def score(
         seed=seed,
         shard_rows=shard_rows,
     )
+    if dry_run:
+        from dataselect.planning import plan_score
+
+        plan, _ = run_command(debug, lambda: plan_score(input, output, config, overwrite))
+        return emit_plans([plan], json_summary)
     result = run_command(
         debug, lambda: score_stage(input, output, config, overwrite=overwrite, quiet=quiet)
     )
@@ -464,6 +485,7 @@ def sample(
     ] = None,
     seed: Seed = 0,
     overwrite: Overwrite = False,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -493,6 +515,11 @@ def sample(
         tau=tau,
         neighbour_radius=neighbour_radius,
     )
+    if dry_run:
+        from dataselect.planning import plan_sample
+
+        plan = run_command(debug, lambda: plan_sample(input, output, config, overwrite))
+        return emit_plans([plan], json_summary)
     result = run_command(
         debug, lambda: sample_stage(input, output, config, overwrite=overwrite, quiet=quiet)
     )
@@ -549,12 +576,19 @@ def run_config(
         list[str] | None,
         typer.Option("--set", help="Override a value: stage.option=value (repeatable)."),
     ] = None,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
 ) -> None:
     """Run the whole pipeline from a config: embed -> cluster -> [score] -> sample."""
     from dataselect.pipeline import load_config, run_pipeline, run_summary
+
+    if dry_run:
+        from dataselect.planning import plan_run
+
+        plans = run_command(debug, lambda: plan_run(load_config(config, set_)))
+        return emit_plans(plans, json_summary)
 
     def action() -> dict:
         return run_summary(run_pipeline(load_config(config, set_), quiet=quiet))
@@ -569,6 +603,117 @@ def run_config(
             f"Vendi q1 selected {summary['vendi_selected']['q1']} "
             f"(corpus {summary['vendi_corpus']['q1']}) -> {summary['selection']}"
         )
+
+
+EVAL_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect eval --train runs/embed --test test/embed --selection runs/sample "
+    "--label-column label\n\n"
+    "  dataselect eval --train runs/embed --test test/embed --selection a/sample "
+    "--selection b/sample --label-column intent --random-seeds 5 --json\n\n"
+    "The proxy downstream evaluation: a logistic-regression probe (C = 10) is fitted on the "
+    "selected rows' embeddings and labels and scored on --test; next to it, the same probe "
+    "on random subsets of the same size (the random strategy's draw for seeds 0, 1, ...) "
+    "and on all of --train. --train and --test are embed (or cluster/score) folders made "
+    "with the same embedder; labels are read from them or their source data. A selection "
+    "is a sample folder, or any data with an 'id' column."
+)
+
+
+@app.command(name="eval", epilog=EVAL_EPILOG)
+def eval_command(
+    train: Annotated[str, typer.Option(help="Embed folder of the rows selections come from.")],
+    test: Annotated[str, typer.Option(help="Embed folder of the labelled test rows.")],
+    selection: Annotated[list[str], typer.Option(help="A selection to evaluate (repeatable).")],
+    label_column: Annotated[str, typer.Option(help="The label column.")],
+    random_seeds: Annotated[
+        int, typer.Option(help="Random subsets of each selection's size to compare with.")
+    ] = 3,
+    no_all: Annotated[
+        bool, typer.Option("--no-all", help="Skip the probe on all of train.")
+    ] = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Probe accuracy of selections next to random subsets of their size and all of train."""
+    from dataselect.evaluation import evaluate, format_table
+
+    report = run_command(
+        debug,
+        lambda: evaluate(train, test, list(selection), label_column, random_seeds, not no_all),
+    )
+    if json_summary:
+        emit_summary(report, True, False)
+    else:
+        print(format_table(report))
+
+
+REPORT_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect report runs/demo                (a run folder of `dataselect run`)\n\n"
+    "  dataselect report runs/selection --output /tmp/selection.html\n\n"
+    "Writes one self-contained HTML page (report.html in FOLDER unless --output; images "
+    "embedded, no network needed to view it) and its PNGs in report-plots/ beside it: "
+    "cluster sizes, a PCA projection of a keyed sample of the embeddings with the selected "
+    "rows highlighted, score and distance distributions of selected vs all rows, per-cluster "
+    "share selected vs share of the corpus, iterative weights or bandit rewards per round, "
+    "stage timings and rows, and the diversity metrics (Vendi scores, coverage, entropy)."
+)
+
+
+@app.command(epilog=REPORT_EPILOG)
+def report(
+    folder: Annotated[Path, typer.Argument(help="A run folder or a sample (selection) folder.")],
+    output: Annotated[
+        Path | None, typer.Option(help="Where to write the HTML \\[default: FOLDER/report.html].")
+    ] = None,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Write an HTML report with plots of a selection and the stages behind it."""
+    from dataselect.report import make_report
+
+    summary = run_command(debug, lambda: make_report(folder, output, seed=seed))
+    if json_summary:
+        emit_summary(summary, True, quiet)
+    elif not quiet:
+        print(f"wrote {summary['report']} ({len(summary['plots'])} plots)", file=sys.stderr)
+
+
+INSPECT_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect inspect runs/cluster\n\n"
+    "  dataselect inspect runs/demo          (a run folder: every stage in it)\n\n"
+    "  dataselect inspect runs/sample --verify --json\n\n"
+    "Reads the manifest, the progress markers of an interrupted run and the Parquet "
+    "footers: the stage, its parameters and input, complete or how many shards are done, "
+    "rows, bytes, columns, side files and summary facts. Exit 1 when a shard is missing or "
+    "damaged."
+)
+
+
+@app.command(epilog=INSPECT_EPILOG)
+def inspect(
+    folder: Annotated[Path, typer.Argument(help="A stage folder or a run folder.")],
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Also recompute every shard's SHA-256.")
+    ] = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Say what a stage folder holds: stage, parameters, input, shards, rows, completeness."""
+    from dataselect.inspection import describe, format_description
+
+    info = run_command(debug, lambda: describe(folder, verify=verify))
+    if json_summary:
+        emit_summary(info, True, False)
+    else:
+        print(format_description(info))
+    stages = info["stages"] if info["kind"] == "run" else [info]
+    if any(stage["problems"] for stage in stages):
+        raise typer.Exit(1)
 
 
 EXAMPLE_EPILOG = """[bold]Example[/bold]

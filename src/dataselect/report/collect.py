@@ -1,0 +1,188 @@
+"""What a report shows, gathered from a selection (sample folder) and the stages behind it.
+
+Everything comes from files the stages already wrote: manifests (timings, rows, params),
+clusters.parquet (sizes), decisions.parquet (which rows were selected, their cluster),
+the sample input's score columns, selection.json (metrics, rounds, arms), pulls.parquet,
+and a keyed sample of the embeddings for the 2-D picture. Memory stays small: per-row
+columns of the decisions plus at most ``PROJECTION_ROWS`` vectors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dataselect.errors import DataError, UsageError
+from dataselect.inspection import describe_stage, stage_folders
+from dataselect.io.sources import open_input
+from dataselect.keyed import row_keys
+from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
+
+PROJECTION_ROWS = 5_000  # corpus rows in the 2-D picture
+PROJECTION_SELECTED = 2_000  # selected rows in it
+REPORT_STREAM = 7  # keyed-randomness stream of the report's samples
+
+
+@dataclass
+class StageInfo:
+    name: str
+    folder: Path
+    manifest: Manifest
+    wall_seconds: float
+    description: dict[str, Any]
+
+
+@dataclass
+class ReportData:
+    """The facts and arrays the plots and the HTML page are made from."""
+
+    selection_folder: Path
+    stages: list[StageInfo]
+    selection: dict[str, Any]  # selection.json
+    selected: np.ndarray  # bool per row (decisions order)
+    cluster: np.ndarray | None  # int per row
+    cluster_sizes: np.ndarray | None  # rows per cluster (clusters.parquet)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # per row (decisions order)
+    projection: np.ndarray | None = None  # (m, 2) PCA coordinates
+    projection_corpus: np.ndarray | None = None  # bool per projected row: in the corpus sample
+    projection_selected: np.ndarray | None = None  # bool per projected row: selected
+    projection_variance: tuple[float, float] | None = None
+    pulls: pa.Table | None = None  # bandit pull log
+
+
+def find_selection(path: str | Path) -> tuple[Path, list[Path]]:
+    """The sample folder a report is about, and the stage folders behind it, in order."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    if (folder / MANIFEST_NAME).exists():
+        selection = folder
+    else:
+        samples = [p for p in stage_folders(folder) if read_manifest(p).stage == "sample"]
+        if not samples:
+            raise DataError(
+                f"{folder}: no sample stage folder here (give a run folder of "
+                "`dataselect run` or a sample folder)"
+            )
+        selection = samples[-1]
+    if read_manifest(selection).stage != "sample":
+        raise UsageError(
+            f"{selection}: a {read_manifest(selection).stage} folder; the report "
+            "needs a selection (a sample folder or a run folder)"
+        )
+    chain = [selection]
+    while True:
+        manifest = read_manifest(chain[-1])
+        if manifest.input.get("format") != "stage":
+            break
+        upstream = Path(manifest.input["path"])
+        if not (upstream / MANIFEST_NAME).exists():
+            raise DataError(f"{chain[-1]}: its input {upstream} is gone")
+        chain.append(upstream)
+    return selection, list(reversed(chain))
+
+
+def collect(path: str | Path, seed: int = 0) -> ReportData:
+    selection_folder, chain = find_selection(path)
+    stages = [_stage_info(folder) for folder in chain]
+    sample = read_manifest(selection_folder)
+    if not sample.complete:
+        raise DataError(f"{selection_folder}: the selection is not complete (rerun the stage)")
+    selection = json.loads((selection_folder / "selection.json").read_text())
+    decisions = pq.read_table(selection_folder / "decisions.parquet")
+    selected = decisions.column("selected").to_numpy(zero_copy_only=False)
+    cluster = (
+        decisions.column("cluster").to_numpy(zero_copy_only=False)
+        if "cluster" in decisions.column_names
+        else None
+    )
+    by_stage = {info.manifest.stage: info.folder for info in stages}
+    sizes = None
+    if "cluster" in by_stage and (by_stage["cluster"] / "clusters.parquet").exists():
+        table = pq.read_table(by_stage["cluster"] / "clusters.parquet", columns=["cluster", "size"])
+        sizes = np.zeros(int(pc.max(table.column("cluster")).as_py()) + 1, dtype=np.int64)
+        sizes[table.column("cluster").to_numpy()] = table.column("size").to_numpy()
+    data = ReportData(selection_folder, stages, selection, selected, cluster, sizes)
+    data.scores = _scores(Path(sample.input["path"]), decisions.column("id"))
+    if "embed" in by_stage:
+        _project(data, by_stage["embed"], decisions, seed)
+    if (selection_folder / "pulls.parquet").exists():
+        data.pulls = pq.read_table(selection_folder / "pulls.parquet")
+    return data
+
+
+def _stage_info(folder: Path) -> StageInfo:
+    manifest = read_manifest(folder)
+    wall = manifest.seconds
+    try:  # fits and reductions are outside the per-shard seconds: the wall clock has them
+        started = datetime.fromisoformat(manifest.started)
+        finished = datetime.fromisoformat(manifest.finished)
+        wall = max(wall, (finished - started).total_seconds())
+    except ValueError:
+        pass
+    return StageInfo(manifest.stage, folder, manifest, float(wall), describe_stage(folder))
+
+
+def _scores(input_folder: Path, ids: pa.ChunkedArray) -> dict[str, np.ndarray]:
+    """The sample input's distance and score columns, in decisions order."""
+    dataset = open_input(input_folder)
+    names = [n for n in dataset.schema.names if n == "distance" or n.startswith("score_")]
+    if not names:
+        return {}
+    table = pa.Table.from_batches(
+        [b for s in dataset.shards for b in s.iter_batches(["id", *names])],
+        schema=pa.schema([dataset.schema.field(n) for n in ["id", *names]]),
+    )
+    at = pc.index_in(ids, value_set=table.column("id").combine_chunks())
+    if at.null_count:
+        raise DataError(f"{input_folder}: its rows no longer match the selection's decisions")
+    return {
+        name: table.column(name).take(at).to_numpy(zero_copy_only=False).astype(np.float64)
+        for name in names
+    }
+
+
+def _project(data: ReportData, embed_folder: Path, decisions: pa.Table, seed: int) -> None:
+    """PCA of a keyed sample of corpus rows; the selected ones among a keyed sample of them."""
+    from sklearn.decomposition import PCA
+
+    ids = decisions.column("id").combine_chunks()
+    keys = row_keys(ids, seed, REPORT_STREAM)
+    corpus = np.argsort(keys, kind="stable")[:PROJECTION_ROWS]
+    chosen = np.flatnonzero(data.selected)
+    chosen = chosen[np.argsort(keys[chosen], kind="stable")[:PROJECTION_SELECTED]]
+    rows = np.union1d(corpus, chosen)
+    wanted = ids.take(pa.array(rows))
+    vectors: dict[Any, np.ndarray] = {}
+    dataset = open_input(embed_folder)
+    dim = int(dataset.schema.field("embedding").type.list_size)
+    for shard in dataset.shards:
+        for batch in shard.iter_batches(["id", "embedding"]):
+            keep = pc.is_in(batch.column("id"), value_set=wanted)
+            picked = batch.filter(keep)
+            if picked.num_rows:
+                x = picked.column("embedding").flatten().to_numpy().reshape(-1, dim)
+                vectors.update(zip(picked.column("id").to_pylist(), x, strict=True))
+    if len(vectors) != len(rows):
+        raise DataError(
+            f"{embed_folder}: {len(rows) - len(vectors):,} selected or sampled ids "
+            "are not in the embed folder"
+        )
+    if len(rows) < 3:
+        return
+    x = np.stack([vectors[i] for i in wanted.to_pylist()]).astype(np.float64)
+    is_corpus = np.isin(rows, corpus)
+    pca = PCA(n_components=2, random_state=seed).fit(x[is_corpus])
+    data.projection = pca.transform(x)
+    data.projection_corpus = is_corpus
+    data.projection_selected = data.selected[rows]
+    ratio = pca.explained_variance_ratio_
+    data.projection_variance = (float(ratio[0]), float(ratio[1]))

@@ -1,0 +1,174 @@
+"""`dataselect report`: one self-contained HTML page (images as data URIs) plus the PNGs.
+
+The page needs no network and no server: open it from disk, attach it to a ticket, mail it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from dataselect.errors import DataError
+from dataselect.io.atomic import write_bytes_atomic
+from dataselect.report.collect import ReportData, collect
+from dataselect.report.plots import HEIGHT_PX, PLOTS, WIDTH_PX
+
+REPORT_NAME = "report.html"
+PLOTS_FOLDER = "report-plots"
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+"""
+
+
+def make_report(
+    path: str | Path, output: str | Path | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Write the report of the selection in ``path`` (a sample or run folder); returns a summary."""
+    data = collect(path, seed=seed)
+    target = Path(output) if output else Path(path) / REPORT_NAME
+    images: dict[str, bytes] = {}
+    for name, (_, plot) in PLOTS.items():
+        png = plot(data)
+        if png is not None:
+            images[name] = png
+    plots_folder = target.parent / PLOTS_FOLDER
+    try:
+        plots_folder.mkdir(parents=True, exist_ok=True)
+        for name, png in images.items():
+            write_bytes_atomic(plots_folder / f"{name}.png", png)
+        write_bytes_atomic(target, render(data, images).encode())
+    except OSError as exc:
+        raise DataError(f"{target}: cannot write the report ({exc.strerror or exc})") from exc
+    return {
+        "report": str(target),
+        "plots": [str(plots_folder / f"{name}.png") for name in images],
+        "selection": str(data.selection_folder),
+        "rows_selected": int(data.selected.sum()),
+    }
+
+
+def render(data: ReportData, images: dict[str, bytes]) -> str:
+    sel = data.selection
+    title = f"dataselect report: {data.selection_folder}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Strategy <code>{_e(sel.get('strategy'))}</code>: "
+        f"{int(data.selected.sum()):,} of {len(data.selected):,} rows selected "
+        f"(budget {_e(sel.get('params', {}).get('budget'))}); the selection was finished "
+        f"at {_e(data.stages[-1].manifest.finished)}.</p>",
+        "<h2>Diversity</h2>",
+        _table(["metric", "selection", "corpus"], _diversity_rows(sel)),
+        "<h2>Stages</h2>",
+        _table(
+            ["stage", "folder", "status", "rows", "shards", "seconds", "parameters"],
+            [
+                [
+                    s.name,
+                    str(s.folder),
+                    s.description["status"],
+                    f"{s.manifest.rows:,}",
+                    f"{len(s.manifest.shards):,}",
+                    f"{s.wall_seconds:,.1f}",
+                    _params(s.manifest.params),
+                ]
+                for s in data.stages
+            ],
+        ),
+    ]
+    for name, png in images.items():
+        caption = PLOTS[name][0]
+        uri = "data:image/png;base64," + base64.b64encode(png).decode()
+        parts += [
+            f"<h2>{_e(caption)}</h2>",
+            f'<figure><img id="plot-{name}" src="{uri}" width="{WIDTH_PX}" '
+            f'height="{HEIGHT_PX}" alt="{_e(caption)}">',
+            f"<figcaption>{_e(_caption(name, data))}</figcaption></figure>",
+        ]
+    if "round_history" in sel:
+        parts += ["<h2>Rounds</h2>", _table(["round", "rows", "feedback"], _round_rows(sel))]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _diversity_rows(sel: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for q, label in (
+        ("q1", "Vendi score, q = 1"),
+        ("q2", "Vendi score, q = 2"),
+        ("qinf", "Vendi score, q = inf"),
+    ):
+        mine = sel.get("vendi_selected", {}).get(q)
+        corpus = sel.get("vendi_corpus", {}).get(q)
+        if mine is not None:
+            rows.append([label, f"{mine:,.2f}", "" if corpus is None else f"{corpus:,.2f}"])
+    if "cluster_coverage" in sel:
+        rows.append(["cluster coverage", f"{sel['cluster_coverage']:.3f}", "1.000"])
+    if "cluster_entropy" in sel:
+        rows.append(
+            [
+                "cluster entropy (nats)",
+                f"{sel['cluster_entropy']:.3f}",
+                f"{sel.get('corpus_cluster_entropy', float('nan')):.3f}",
+            ]
+        )
+    return rows
+
+
+def _round_rows(sel: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for entry in sel["round_history"]:
+        feedback = entry.get("feedback", {})
+        text = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in feedback.items()
+        )
+        out.append([str(entry["round"]), f"{entry['budget']:,}", text or "(none yet)"])
+    return out
+
+
+def _caption(name: str, data: ReportData) -> str:
+    captions = {
+        "cluster_sizes": "How many rows each k-means cluster holds (from clusters.parquet).",
+        "projection": "A keyed sample of the corpus (grey) and of the selected rows (red), "
+        "projected by PCA fitted on the corpus sample.",
+        "scores": "Density of each per-row column of the sample stage's input over all rows "
+        "(grey) and over the selected rows (red line).",
+        "cluster_shares": "Each point is a cluster: above the line, the selection takes more "
+        "than its size's share; on the x axis, clusters left out.",
+        "adaptive": "Iterative: each cluster's weight when a round was drawn (the weights "
+        "start equal). Bandit: rows admitted as the pulls go, and each arm's mean reward.",
+        "timings": "Wall-clock seconds of each stage's last run (fits included) and its rows.",
+    }
+    return captions[name]
+
+
+def _params(params: dict[str, Any]) -> str:
+    shown = {k: v for k, v in sorted(params.items()) if v not in (None, "", [], ())}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td{_num(c)}>{_e(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _num(cell: str) -> str:
+    return ' class="num"' if cell.replace(",", "").replace(".", "").isdigit() else ""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
