@@ -47,27 +47,35 @@ def test_every_stage_dry_run_writes_nothing_and_says_what_it_would_do(tmp_path: 
     # the real stages, then a dry run of each against its finished output
     assert cli("embed", corpus, tmp_path / "embed", "--embedder", "hashing", "-q").exit_code == 0
     assert cli("cluster", tmp_path / "embed", tmp_path / "cluster", "--k", 6, "-q").exit_code == 0
-    assert cli("score", tmp_path / "cluster", tmp_path / "score", "--scorer", "heuristic",
-               "-q").exit_code == 0  # fmt: skip
-    assert cli("sample", tmp_path / "score", tmp_path / "sample", "--budget", 20,
-               "-q").exit_code == 0  # fmt: skip
+    assert (
+        cli(
+            "score", tmp_path / "cluster", tmp_path / "score", "--scorer", "heuristic", "-q"
+        ).exit_code
+        == 0
+    )
+    assert (
+        cli("sample", tmp_path / "score", tmp_path / "sample", "--budget", 20, "-q").exit_code == 0
+    )
     before = tree(tmp_path)
     again = {
         "embed": dry(cli, "embed", corpus, tmp_path / "embed", "--embedder", "hashing"),
         "cluster": dry(cli, "cluster", tmp_path / "embed", tmp_path / "cluster", "--k", 6),
         "score": dry(
             cli, "score", tmp_path / "cluster", tmp_path / "score", "--scorer", "heuristic"
-        ),  # fmt: skip
+        ),
         "sample": dry(cli, "sample", tmp_path / "score", tmp_path / "sample", "--budget", 20),
     }
     for name, plan in again.items():
         assert plan["stages"][0]["action"].startswith("skip"), (name, plan)
         assert plan["stages"][0]["rows_to_process"] == 0
-    other = dry(cli, "cluster", tmp_path / "embed", tmp_path / "cluster", "--k", 7)
-    assert other["stages"][0]["action"].startswith("refused: OUTPUT holds other settings (")
-    assert "k: 6 -> 7" in other["stages"][0]["action"]
-    replace = dry(cli, "cluster", tmp_path / "embed", tmp_path / "cluster", "--k", 7,
-                  "--overwrite")  # fmt: skip
+    # refused, as the real command would be: the plan is printed, and exit 2
+    refused = cli(
+        "cluster", tmp_path / "embed", tmp_path / "cluster", "--k", 7, "--dry-run", "--json"
+    )
+    assert refused.exit_code == 2 and "would be refused" in refused.stderr
+    action = json.loads(refused.stdout)["stages"][0]["action"]
+    assert action.startswith("refused: OUTPUT holds other settings (") and "k: 6 -> 7" in action
+    replace = dry(cli, "cluster", tmp_path / "embed", tmp_path / "cluster", "--k", 7, "--overwrite")
     assert replace["stages"][0]["action"].startswith("replace")
     fresh = dry(cli, "sample", tmp_path / "score", tmp_path / "other", "--budget", "10%")
     assert fresh["stages"][0]["details"]["budget_rows"] == 18
@@ -77,11 +85,18 @@ def test_every_stage_dry_run_writes_nothing_and_says_what_it_would_do(tmp_path: 
 def test_run_dry_run_plans_every_stage_from_predicted_inputs(tmp_path: Path, cli) -> None:
     corpus = write_parquet_folder(tmp_path / "corpus", shards=2, rows=100)
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "input": str(corpus), "run_dir": str(tmp_path / "run"),
-        "embed": {"embedder": "hashing", "dim": 64}, "cluster": {"k": 8},
-        "score": {"scorers": ["heuristic"]}, "sample": {"budget": "10%"},
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "input": str(corpus),
+                "run_dir": str(tmp_path / "run"),
+                "embed": {"embedder": "hashing", "dim": 64},
+                "cluster": {"k": 8},
+                "score": {"scorers": ["heuristic"]},
+                "sample": {"budget": "10%"},
+            }
+        )
+    )
     result = cli("run", config, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "dry run: nothing is written" in result.stdout and "total: time" in result.stdout
@@ -101,22 +116,52 @@ def test_run_dry_run_plans_every_stage_from_predicted_inputs(tmp_path: Path, cli
 
 def test_dry_run_refuses_what_the_stage_would_refuse(tmp_path: Path, cli) -> None:
     corpus = write_parquet_folder(tmp_path / "corpus", shards=1, rows=30)
-    assert cli("embed", corpus, tmp_path / "embed", "--embedder", "hashing", "-q").exit_code == 0
-    too_many = cli("cluster", tmp_path / "embed", tmp_path / "c", "--k", 31, "--dry-run")
-    assert too_many.exit_code == 2 and "larger than the number of rows" in too_many.stderr
-    missing = cli("embed", corpus, tmp_path / "e2", "--text-column", "nope", "--dry-run")
-    assert missing.exit_code != 0 and "nope" in missing.stderr
-    assert not (tmp_path / "c").exists() and not (tmp_path / "e2").exists()
+    embed, clusters, out = tmp_path / "embed", tmp_path / "cl", tmp_path / "out"
+    assert cli("embed", corpus, embed, "--embedder", "hashing", "-q").exit_code == 0
+    assert cli("cluster", embed, clusters, "--k", 3, "-q").exit_code == 0
+    cases = [
+        (2, "larger than the number of rows", ("cluster", embed, out, "--k", 31)),
+        (1, "nope", ("embed", corpus, out, "--text-column", "nope")),
+        (1, "no score column 'nope'", ("sample", clusters, out, "-s", "top-k",
+                                       "--score-column", "nope")),
+        (1, "needs a 'cluster' column", ("sample", embed, out)),
+        (1, "not a readable .npy", ("cluster", embed, out, "--centroids", tmp_path / "no.npy")),
+    ]  # fmt: skip
+    for code, message, args in cases:
+        result = cli(*args, "--dry-run")
+        assert result.exit_code == code and message in result.stderr, (args, result.output)
+    assert not out.exists()
+
+
+def test_dry_run_counts_jsonl_rows_and_skips_a_finished_token_budget(tmp_path: Path, cli):
+    source = tmp_path / "rows.jsonl"
+    source.write_text(
+        "".join(
+            json.dumps({"id": f"r{i}", "text": f"row {i} of text words"}) + "\n" for i in range(120)
+        )
+    )
+    plan = dry(cli, "embed", source, tmp_path / "embed", "--embedder", "hashing")["stages"][0]
+    assert plan["rows"] == 120 and plan["output_mb"] > 0
+    assert cli("embed", source, tmp_path / "embed", "--embedder", "hashing", "-q").exit_code == 0
+    assert cli("cluster", tmp_path / "embed", tmp_path / "cl", "--k", 4, "-q").exit_code == 0
+    args = ("sample", tmp_path / "cl", tmp_path / "tok", "--budget-tokens", 100)
+    assert cli(*args, "-q").exit_code == 0
+    assert dry(cli, *args)["stages"][0]["action"].startswith("skip")
 
 
 def test_cluster_plan_counts_the_fit_sample(tmp_path: Path, cli) -> None:
     corpus = write_parquet_folder(tmp_path / "corpus", shards=2, rows=200)
-    assert cli("embed", corpus, tmp_path / "embed", "--embedder", "hashing", "--dim", 32,
-               "-q").exit_code == 0  # fmt: skip
+    assert (
+        cli(
+            "embed", corpus, tmp_path / "embed", "--embedder", "hashing", "--dim", 32, "-q"
+        ).exit_code
+        == 0
+    )
     from dataselect.clustering.stage import ClusterConfig
 
-    plan, shape = plan_cluster(tmp_path / "embed", tmp_path / "c",
-                               ClusterConfig(k=4, max_points_per_centroid=10))  # fmt: skip
+    plan, shape = plan_cluster(
+        tmp_path / "embed", tmp_path / "c", ClusterConfig(k=4, max_points_per_centroid=10)
+    )
     assert plan.details["fit_sample_rows"] == 40 and plan.details["dim"] == 32
     assert shape.rows == 400 and not shape.exists
     assert "cluster:" in format_plans([plan])
@@ -124,8 +169,12 @@ def test_cluster_plan_counts_the_fit_sample(tmp_path: Path, cli) -> None:
 
 # -- the memory estimate against a measured peak -----------------------------------------------
 def estimate_mb(*args: object) -> float:
-    done = subprocess.run([sys.executable, "-m", "dataselect", *map(str, args), "--dry-run",
-                           "--json"], capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "dataselect", *map(str, args), "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)["stages"][0]["peak_memory_mb"]
 
 

@@ -105,6 +105,15 @@ def test_report_of_a_bandit_selection_and_an_output_path(planted_run: Path, tmp_
     assert not (out / "report.html").exists()
 
 
+def test_report_refuses_a_selection_whose_clusters_changed(planted_run: Path, cli) -> None:
+    again = cli(
+        "cluster", planted_run / "embed", planted_run / "cluster", "--k", 9, "--overwrite", "-q"
+    )
+    assert again.exit_code == 0
+    result = cli("report", planted_run)
+    assert result.exit_code == 1 and "changed after" in result.stderr
+
+
 def test_report_refuses_what_is_not_a_selection(planted_run: Path, tmp_path: Path, cli) -> None:
     wrong = cli("report", planted_run / "cluster")
     assert wrong.exit_code == 2 and "needs a selection" in wrong.stderr
@@ -184,10 +193,11 @@ def test_inspect_reports_an_interrupted_and_a_damaged_stage(tmp_path: Path, cli)
     assert info["status"].startswith("incomplete: 1 of 3 shards done")
     assert cli("embed", corpus, embed, "--vector-column", "embedding", "-q").exit_code == 0
     assert cli("inspect", embed).exit_code == 0
-    with open(embed / "part-00001.parquet", "ab") as handle:
+    with open(embed / "part-00000.parquet", "ab") as handle:  # the shard the columns come from
         handle.write(b"x")
     damaged = cli("inspect", embed)
-    assert damaged.exit_code == 1 and "damaged: part-00001.parquet has" in damaged.stdout
+    assert damaged.exit_code == 1 and "damaged: part-00000.parquet has" in damaged.stdout
+    assert "embedding (fixed_size_list" in damaged.stdout  # read from the next shard
     (embed / "part-00002.parquet").unlink()
     assert "part-00002.parquet is missing" in cli("inspect", embed).stdout
 
@@ -281,18 +291,11 @@ def test_eval_refuses_bad_arguments(planted_run: Path, tmp_path: Path, cli) -> N
     assert wrong.exit_code == 2 and "not a selection" in wrong.stderr
     missing = cli(*base, "--selection", planted_run / "sample", "--label-column", "nope")
     assert missing.exit_code != 0 and "nope" in missing.stderr
-    raw = cli(
-        "eval",
-        "--train",
-        tmp_path / "corpus",
-        "--test",
-        planted_run / "embed",
-        "--selection",
-        planted_run / "sample",
-        "--label-column",
-        "label",
-    )
-    assert raw.exit_code == 2 and "give an embed" in raw.stderr
+    rest = ("--test", planted_run / "embed", "--selection", planted_run / "sample",
+            "--label-column", "label")  # fmt: skip
+    for train in (planted_run / "sample", tmp_path / "corpus"):  # a selection, raw data
+        result = cli("eval", "--train", train, *rest)
+        assert result.exit_code == 2 and "give an embed" in result.stderr
 
 
 @needs_datasets()

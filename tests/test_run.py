@@ -94,6 +94,8 @@ def test_rerunning_a_pipeline_keeps_the_refined_rounds(cli, tmp_path: Path) -> N
         ids.append_column("score", pa.array(range(ids.num_rows), pa.float64())), feedback
     )
     assert cli("refine", selection, "--feedback", feedback, "-q").exit_code == 0
+    plans = json.loads(cli("run", config, "--dry-run", "--json").stdout)["stages"]
+    assert all(p["action"].startswith("skip") for p in plans), plans  # as the run will
     again = run_json(cli, config)
     assert again["rows_selected"] == 20 and "sample" in again["stages_skipped"]
     # other settings start the rounds again

@@ -57,7 +57,11 @@ def load_labelled(path: str | Path, label_column: str, what: str) -> LabelledVec
     from dataselect.scoring.rows import RowReader
 
     folder = Path(path)
-    if not (folder / MANIFEST_NAME).exists():
+    if not (folder / MANIFEST_NAME).exists() or read_manifest(folder).stage not in (
+        "embed",
+        "cluster",
+        "score",
+    ):
         raise UsageError(f"{what} {path}: give an embed (or cluster/score) stage folder")
     reader = RowReader(folder, label_column=label_column, what=what)
     reader.check(["embedding", "label"])
@@ -136,6 +140,8 @@ def evaluate(
         raise UsageError("--random-seeds must not be negative")
     train_data = load_labelled(train, label_column, "--train")
     test_data = load_labelled(test, label_column, "--test")
+    if train_data.y.dtype.kind != test_data.y.dtype.kind:  # e.g. ints in one, text in the other
+        train_data.y, test_data.y = train_data.y.astype(str), test_data.y.astype(str)
     if train_data.x.shape[1] != test_data.x.shape[1]:
         raise DataError(
             f"--test {test}: {test_data.x.shape[1]}-d embeddings, train has "

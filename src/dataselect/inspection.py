@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
@@ -75,12 +76,17 @@ def describe_stage(folder: Path, verify: bool = False) -> dict[str, Any]:
             )
         elif verify and file_sha256(part) != record["sha256"]:
             problems.append(f"{part.name} does not match its checksum")
-    first = folder / str(shards[0]["file"]) if shards else None
-    columns = (
-        {f.name: str(f.type) for f in pq.read_schema(first)}
-        if first is not None and first.exists()
-        else {name: "" for name in manifest.outputs.get("columns", [])}
-    )
+    columns = {name: "" for name in manifest.outputs.get("columns", [])}
+    for record in shards:  # the types from the first readable shard's footer
+        part = folder / str(record["file"])
+        if any(problem.startswith(part.name) for problem in problems) or not part.exists():
+            continue
+        try:
+            columns = {f.name: str(f.type) for f in pq.read_schema(part)}
+        except (OSError, pa.ArrowException):
+            problems.append(f"{part.name} is not readable Parquet")
+            continue
+        break
     known = {MANIFEST_NAME, MARKER_DIR, *(str(r["file"]) for r in shards)}
     others = sorted(
         p.name for p in folder.iterdir() if p.name not in known and not p.name.startswith(".")

@@ -55,7 +55,8 @@ def read_manifest(folder: str | Path) -> Manifest:
     path = Path(folder) / MANIFEST_NAME
     try:
         data = json.loads(path.read_text())
-        return Manifest(**data)
+        known = {name for name in Manifest.__dataclass_fields__}
+        return Manifest(**{key: value for key, value in data.items() if key in known})
     except FileNotFoundError as exc:
         raise DataError(f"{folder}: not a dataselect stage folder (no {MANIFEST_NAME})") from exc
     except (OSError, ValueError, TypeError) as exc:

@@ -31,9 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataselect.errors import UsageError
+from dataselect.errors import DataError, UsageError
 from dataselect.io.ids import batch_ids
-from dataselect.io.sources import InputDataset, open_input
+from dataselect.io.sources import InputDataset, InputShard, open_input
 from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
 
 MB = 1e6
@@ -161,17 +161,21 @@ def data_shape(dataset: InputDataset, columns: list[str], id_column: str | None)
         or pa.types.is_large_list(f.type)
     }
     largest, list_bytes, flat_bytes, on_disk = 0, 0, 0, 0
+    rows = 0
     for shard in dataset.shards:
-        if shard.format != "parquet":
+        if shard.format != "parquet":  # JSONL does not know its row count: count its lines
             size = shard.path.stat().st_size if shard.path.exists() else 0
+            rows_here = shard.rows if shard.rows is not None else count_lines(shard.path)
+            rows += rows_here
             on_disk += size
             flat_bytes += size
-            largest = max(largest, int(shard.rows or 0))
+            largest = max(largest, rows_here)
             continue
         meta = pq.ParquetFile(shard.path).metadata
         groups = shard.row_groups if shard.row_groups is not None else range(meta.num_row_groups)
         for g in groups:
             group = meta.row_group(g)
+            rows += group.num_rows
             largest = max(largest, group.num_rows)
             on_disk += group.total_byte_size
             for j in range(group.num_columns):
@@ -182,7 +186,6 @@ def data_shape(dataset: InputDataset, columns: list[str], id_column: str | None)
                         list_bytes += size
                     else:
                         flat_bytes += size
-    rows = int(dataset.rows or 0)
     return DataShape(
         rows=rows,
         shards=len(dataset.shards),
@@ -192,6 +195,16 @@ def data_shape(dataset: InputDataset, columns: list[str], id_column: str | None)
         flat_bytes_per_row=flat_bytes / rows if rows else 0.0,
         bytes_per_row=on_disk / rows if rows else 0.0,
     )
+
+
+def count_lines(path: Path) -> int:
+    """Non-empty lines of a JSONL file, counted in blocks of bytes."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            lines += block.count(b"\n") - block.count(b"\n\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
 
 
 def mean_id_bytes(dataset: InputDataset, id_column: str | None) -> float:
@@ -296,6 +309,17 @@ def read_seconds_per_row(dataset: InputDataset | None, columns: list[str], dim: 
     return (time.perf_counter() - started) / rows
 
 
+def first_batch(
+    dataset: InputDataset, columns: list[str], rows: int
+) -> tuple[InputShard, pa.RecordBatch]:
+    """The first non-empty batch of the input (the probe's rows)."""
+    for shard in dataset.shards:
+        for batch in shard.iter_batches(columns, batch_rows=rows):
+            if batch.num_rows:
+                return shard, batch
+    raise DataError(f"{dataset.path}: the input has no rows")
+
+
 def write_seconds_per_row(dim: int) -> float:
     """Seconds to write (and checksum) one output row of id + ``dim`` float32, timed on a
     synthetic batch written to memory."""
@@ -374,8 +398,7 @@ def plan_embed(
         Path(output), manifest_for("embed", stage.params(), dataset), len(dataset.shards), overwrite
     )
     todo = rows_to_process(action, shape)
-    shard = dataset.shards[0]
-    batch = next(iter(shard.iter_batches(stage.columns, batch_rows=PROBE_ROWS)))
+    shard, batch = first_batch(dataset, stage.columns, PROBE_ROWS)
     started = time.perf_counter()
     if stage.embedder is not None and stage.text is not None:
         texts = stage.text.texts(batch, shard, 0)
@@ -457,14 +480,18 @@ def plan_cluster(
     dim = int(shape.dim or 0)
     notes = []
     if config.centroids:
-        k = int(np.load(config.centroids, mmap_mode="r").shape[0])
+        from dataselect.clustering.stage import load_centroids
+
+        k = len(load_centroids(config.centroids, dim, config.metric))
         fits = 0
     elif config.k == "auto":
-        k = max(config.k_grid)
-        fits = len(config.k_grid)
+        grid = [g for g in config.k_grid if g <= shape.rows] or [min(config.k_grid)]
+        k, fits = max(grid), len(grid)
         notes.append(f"--k auto fits every k of the grid; estimated as {fits} fits at k = {k}")
     else:
         k, fits = int(config.k), 1
+        if k > shape.rows:
+            raise UsageError(f"--k {k} is larger than the number of rows ({shape.rows:,})")
     sample_rows = min(shape.rows, k * config.max_points_per_centroid) if fits else 0
     todo = rows_to_process(action, shape)
     per_pair = search_seconds_per_row_centroid(dim, k)
@@ -537,7 +564,10 @@ def plan_score(
         stage = ScoreStage(dataset, config)
         columns = list(dict.fromkeys(["id", *dataset.schema.names]))
         shape = data_shape(dataset, columns, stage.reader.id_column)
-        shape.dim = stage.reader.dim if "embedding" in stage.fields else None
+        try:  # the sample stage after it reads the embeddings for its metrics
+            shape.dim = stage.reader.dim
+        except DataError:
+            shape.dim = None
         manifest = manifest_for("score", stage.params(), dataset)
         action = action_for(Path(output), manifest, len(dataset.shards), overwrite)
         started, probed = time.perf_counter(), 0
@@ -560,7 +590,11 @@ def plan_score(
         )
     todo = rows_to_process(action, shape)
     fit_rows = min(shape.rows, config.probe_rows) if fitted else 0
-    vector_bytes = (shape.dim or 0) * 4
+    vectors_read = any(
+        not (n in ("heuristic", "dsir", "classifier") or n.startswith("column:"))
+        for n in config.scorers
+    )  # the probe scorers read the embeddings
+    vector_bytes = (shape.dim or 0) * 4 if vectors_read else 0
     memory = (
         base * MB
         + shape.decode_bytes(READ_ROWS)
@@ -607,7 +641,12 @@ def plan_sample(
     """Sample plan; the reduction over the per-row columns is not run, only timed on one shard."""
     from dataselect.io.sources import open_stage_input
     from dataselect.lineage import trace_lineage
-    from dataselect.sampling.stage import METRICS_SAMPLE_ROWS, parse_budget, strategy_params
+    from dataselect.sampling.stage import (
+        METRICS_SAMPLE_ROWS,
+        check_sample_input,
+        parse_budget,
+        strategy_params,
+    )
 
     config.check()
     base = current_rss_mb()
@@ -616,6 +655,7 @@ def plan_sample(
     read = embed_read = 0.0
     if predicted is None or predicted.exists:
         dataset = open_stage_input(input)
+        check_sample_input(dataset, config)
         shape = data_shape(dataset, ["id"], "id")
         lineage = trace_lineage(Path(dataset.path))
         source = lineage.source
@@ -629,6 +669,9 @@ def plan_sample(
         read = read_seconds_per_row(dataset, wanted, 0)
         budget = parse_budget(config.budget, shape.rows) if config.budget_tokens is None else None
         params = strategy_params(config) | {"budget_rows": budget}
+        if budget is None and (Path(output) / MANIFEST_NAME).exists():
+            # a token budget's row count is found by the run: take the finished run's
+            params["budget_rows"] = read_manifest(output).params.get("budget_rows")
         manifest = manifest_for("sample", params, dataset)
         action = action_for(Path(output), manifest, len(source.shards), overwrite)
     else:
@@ -688,6 +731,7 @@ def plan_run(config: dict[str, Any]) -> list[Plan]:
     is current, else from the shape the stage before it will write."""
     from dataselect.io.sources import open_stage_input
     from dataselect.pipeline import STAGES, stage_config
+    from dataselect.sampling.stage import refined_rounds
 
     run_dir = Path(config["run_dir"])
     configs = {name: stage_config(name, config.get(name)) for name in STAGES}
@@ -717,6 +761,11 @@ def plan_run(config: dict[str, Any]) -> list[Plan]:
         )
         plans.append(plan)
         sample_input = folders["score"]
+    sample_config = configs["sample"]
+    if sample_config.strategy == "iterative" and sample_config.feedback is None:
+        sample_config.feedback_digests = refined_rounds(
+            sample_input, folders["sample"], sample_config
+        )
     plans.append(
         plan_sample(
             sample_input,

@@ -38,6 +38,13 @@ def emit_plans(plans: list[Any], as_json: bool) -> None:
         print(json.dumps({"dry_run": True, "stages": [p.as_dict() for p in plans]}, indent=2))
     else:
         print(format_plans(plans))
+    refused = [p for p in plans if p.action.startswith("refused")]
+    if refused:  # the real command would stop here with exit 2: so does its dry run
+        raise fail(
+            f"{refused[0].output}: the {refused[0].stage} stage would be refused "
+            f"({refused[0].action.removeprefix('refused: ')})",
+            2,
+        )
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -86,6 +86,11 @@ def find_selection(path: str | Path) -> tuple[Path, list[Path]]:
         upstream = Path(manifest.input["path"])
         if not (upstream / MANIFEST_NAME).exists():
             raise DataError(f"{chain[-1]}: its input {upstream} is gone")
+        if open_input(upstream).fingerprint() != manifest.input.get("fingerprint"):
+            raise DataError(
+                f"{upstream} changed after {chain[-1]} was made from it; rerun "
+                f"the stages after it before the report"
+            )
         chain.append(upstream)
     return selection, list(reversed(chain))
 

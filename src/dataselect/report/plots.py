@@ -89,6 +89,7 @@ def projection(data: ReportData) -> bytes | None:
     return _png(figure)
 
 
+@np.errstate(invalid="ignore", divide="ignore")  # a density of a few rows divides by 0
 def scores(data: ReportData) -> bytes | None:
     """Density of each score (and the distance to the centroid), all rows vs selected."""
     if not data.scores:

@@ -169,26 +169,31 @@ def config_from_params(params: dict[str, Any]) -> SampleConfig:
     return config
 
 
+def check_sample_input(dataset: InputDataset, config: SampleConfig) -> None:
+    """Refuse, with one line, an input that lacks what the strategy reads."""
+    names = dataset.schema.names
+    if "id" not in names:
+        raise DataError(f"{dataset.path}: no 'id' column (give a cluster stage folder)")
+    if config.strategy in NEEDS_CLUSTERS and "cluster" not in names:
+        raise DataError(
+            f"{dataset.path}: --strategy {config.strategy} needs a 'cluster' column "
+            "(give a cluster stage folder)"
+        )
+    if config.strategy == "kmeans-closest" and "distance" not in names:
+        raise DataError(f"{dataset.path}: --strategy kmeans-closest needs a 'distance' column")
+    if config.score_column:
+        dataset.require_columns([config.score_column], what="score column")
+
+
 class SampleStage:
     name = "sample"
     artifacts = (DECISIONS, SELECTION, PULLS)
 
     def __init__(self, dataset: InputDataset, config: SampleConfig) -> None:
         config.check()
+        check_sample_input(dataset, config)
         self.dataset = dataset
         self.config = config
-        names = dataset.schema.names
-        if "id" not in names:
-            raise DataError(f"{dataset.path}: no 'id' column (give a cluster stage folder)")
-        if config.strategy in NEEDS_CLUSTERS and "cluster" not in names:
-            raise DataError(
-                f"{dataset.path}: --strategy {config.strategy} needs a 'cluster' column "
-                "(give a cluster stage folder)"
-            )
-        if config.strategy == "kmeans-closest" and "distance" not in names:
-            raise DataError(f"{dataset.path}: --strategy kmeans-closest needs a 'distance' column")
-        if config.score_column:
-            dataset.require_columns([config.score_column], what="score column")
         self.lineage = trace_lineage(Path(dataset.path))
         self.probe_reader: RowReader | None = None
         if config.strategy == "iterative" and config.feedback == "probe":
