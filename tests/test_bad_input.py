@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pyarrow as pa
@@ -183,3 +184,102 @@ def test_null_vectors(cli, tmp_path: Path, vectors: list, needle: str) -> None:
     source = _vectors_file(tmp_path / "v.parquet", vectors)
     result = cli("embed", source, tmp_path / "out", "--vector-column", "emb")
     assert_clean_failure(result, 1, needle, output=tmp_path / "out")
+
+
+# -- the rest of the catalogue (README, "Bad input") -----------------------------------------
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder``, hidden ones included, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+def test_a_failed_overwrite_keeps_the_earlier_output(cli, corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert hashing(cli, corpus, out).exit_code == 0
+    before = folder_bytes(out)
+    schema = pq.read_schema(next(corpus.glob("*.parquet")))
+    bad = pa.table({"id": ["z1"], "text": [None], "label": ["0"]}, schema=schema)
+    pq.write_table(bad, corpus / "data-999.parquet")
+    result = hashing(cli, corpus, out, "--overwrite")
+    assert_clean_failure(result, 1, "null text")
+    assert folder_bytes(out) == before  # the replaced output is back, byte for byte
+    assert not list(out.glob(".replaced-*"))
+
+
+def test_empty_shards_are_accepted_through_the_pipeline(cli, tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    source.mkdir()
+    for name, ids in (("a", ["r1", "r2", "r3"]), ("b", []), ("c", ["r4", "r5", "r6"])):
+        texts = [f"text of {i}" for i in ids]
+        table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
+        pq.write_table(table, source / f"{name}.parquet")
+    assert hashing(cli, source, tmp_path / "embed").exit_code == 0
+    assert cli("cluster", tmp_path / "embed", tmp_path / "cl", "--k", 2, "-q").exit_code == 0
+    done = cli("sample", tmp_path / "cl", tmp_path / "sel", "--budget", 4, "--json")
+    assert done.exit_code == 0 and json.loads(done.stdout)["rows"] == 4
+
+
+def test_a_shard_with_another_schema(cli, tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    source.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["hello there"]}), source / "p0.parquet")
+    pq.write_table(pa.table({"id": ["b"], "body": ["other"]}), source / "p1.parquet")
+    result = hashing(cli, source, tmp_path / "out")
+    assert_clean_failure(result, 1, "p1.parquet: schema differs", "'text' is missing",
+                         output=tmp_path / "out")  # fmt: skip
+
+
+def test_a_ten_megabyte_text_is_embedded(cli, tmp_path: Path) -> None:
+    big = ("lorem ipsum dolor sit amet " * 400_000)[:10_000_000]
+    source = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"id": ["big", "small"], "text": [big, "a short text"]}), source)
+    assert hashing(cli, source, tmp_path / "out").exit_code == 0
+    vectors = pq.read_table(tmp_path / "out" / "part-00000.parquet").column("embedding")
+    assert len(vectors) == 2
+
+
+@pytest.mark.parametrize(
+    ("stage", "needle"),
+    [
+        ("cluster", "column 'text' is string, not a list of numbers"),
+        ("sample", "score column 'id' is string, not numeric"),
+    ],
+)
+def test_wrong_column_types_in_later_stages(cli, corpus: Path, tmp_path: Path, stage, needle):
+    assert hashing(cli, corpus, tmp_path / "embed", "--dim", "16").exit_code == 0
+    assert cli("cluster", tmp_path / "embed", tmp_path / "cl", "--k", 3, "-q").exit_code == 0
+    assert cli("score", tmp_path / "cl", tmp_path / "sc", "--scorer", "column:text",
+               "-q").exit_code == 1  # fmt: skip
+    if stage == "cluster":
+        result = cli("cluster", corpus, tmp_path / "out", "--vector-column", "text", "-q")
+    else:
+        result = cli("sample", tmp_path / "cl", tmp_path / "out", "-s", "top-k",
+                     "--score-column", "id", "-q")  # fmt: skip
+    assert result.exit_code in (1, 2) and needle in result.stderr, result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path):
+    """A 160 kB tmpfs: the disk fills up after the first shard (needs root to mount)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_fails_cleanly_and_keeps_earlier_outputs(cli, tmp_path, tiny_filesystem):
+    small = write_parquet_folder(tmp_path / "small", shards=1, rows=10)
+    earlier = tiny_filesystem / "earlier"
+    assert hashing(cli, small, earlier, "--dim", "32").exit_code == 0
+    before = folder_bytes(earlier)
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=3, rows=60)
+    out = tiny_filesystem / "out"
+    result = hashing(cli, corpus, out)  # 3 x 60 x 384 floats: ~280 kB
+    assert_clean_failure(result, 1, "No space left on device", output=out)
+    assert folder_bytes(earlier) == before
+    assert not [p for p in tiny_filesystem.rglob(".*") if p.name.endswith(".tmp")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -23,10 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from dataselect.errors import DataError, UsageError
-from dataselect.io.atomic import commit, sweep_temporaries, temporary_path, write_bytes_atomic
+from dataselect.io.atomic import (
+    commit,
+    fsync_dir,
+    sweep_temporaries,
+    temporary_path,
+    write_bytes_atomic,
+)
 from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
 
 MARKER_DIR = "_shards"
+ASIDE_PREFIX = ".replaced-"  # an output being replaced (--overwrite), until the new one is done
 
 
 def shard_name(index: int) -> str:
@@ -68,6 +76,7 @@ class StageOutput:
         self._written: list[Path] = []
         self._created_folder = False
         self._wrote_manifest = False
+        self._set_aside: Path | None = None
         self.already_complete = False
 
     # -- setup -------------------------------------------------------------------------
@@ -104,7 +113,7 @@ class StageOutput:
                 "choose another folder or pass --overwrite"
             )
         if self.overwrite:
-            self._remove_own_files()
+            self._set_aside_own_files()
         resuming = existing is not None and not self.overwrite
         self.manifest.started = existing.started if resuming and existing else now_iso()
         self.already_complete = bool(
@@ -166,12 +175,36 @@ class StageOutput:
     def _foreign_entries(self) -> list[str]:
         return [p.name for p in self.folder.iterdir() if not p.name.startswith(".")]
 
-    def _remove_own_files(self) -> None:
-        for path in self.folder.glob("part-*.parquet"):
-            path.unlink()
-        for name in (MANIFEST_NAME, *self.artifacts):
-            (self.folder / name).unlink(missing_ok=True)
-        shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
+    def _set_aside_own_files(self) -> None:
+        """Move the output being replaced into a hidden folder: a failed run puts it back
+        (earlier valid output untouched), a finished one deletes it."""
+        own = [*self.folder.glob("part-*.parquet"), self.folder / MARKER_DIR]
+        own += [self.folder / name for name in (MANIFEST_NAME, *self.artifacts)]
+        own = [path for path in own if path.exists()]
+        if not own:
+            return
+        aside = self.folder / f"{ASIDE_PREFIX}{os.getpid()}"
+        aside.mkdir()
+        self._set_aside = aside
+        manifest = self.folder / MANIFEST_NAME
+        if manifest in own:  # first, so a crash never leaves old parts under a new manifest
+            os.replace(manifest, aside / MANIFEST_NAME)
+        for path in own:
+            if path != manifest:
+                os.replace(path, aside / path.name)
+        fsync_dir(self.folder)
+
+    def _restore_set_aside(self) -> None:
+        if self._set_aside is None:
+            return
+        for path in sorted(self._set_aside.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
+            target = self.folder / path.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(path, target)  # the manifest last
+        self._set_aside.rmdir()
+        self._set_aside = None
+        fsync_dir(self.folder)
 
     # -- shards ------------------------------------------------------------------------
     def is_done(self, index: int) -> bool:
@@ -244,6 +277,9 @@ class StageOutput:
         except OSError as exc:
             raise DataError(f"{self.folder}: cannot write the manifest ({exc})") from exc
         shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
+        for aside in self.folder.glob(f"{ASIDE_PREFIX}*"):  # the replaced output, now obsolete
+            shutil.rmtree(aside, ignore_errors=True)
+        self._set_aside = None
         return manifest
 
     def rollback(self) -> None:
@@ -253,5 +289,6 @@ class StageOutput:
         if self._wrote_manifest:
             (self.folder / MANIFEST_NAME).unlink(missing_ok=True)
             shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
+        self._restore_set_aside()
         if self._created_folder and self.folder.exists() and not any(self.folder.iterdir()):
             self.folder.rmdir()

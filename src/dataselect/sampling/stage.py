@@ -183,6 +183,11 @@ def check_sample_input(dataset: InputDataset, config: SampleConfig) -> None:
         raise DataError(f"{dataset.path}: --strategy kmeans-closest needs a 'distance' column")
     if config.score_column:
         dataset.require_columns([config.score_column], what="score column")
+        kind = dataset.schema.field(config.score_column).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            raise DataError(
+                f"{dataset.path}: score column '{config.score_column}' is {kind}, not numeric"
+            )
 
 
 class SampleStage:
