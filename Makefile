@@ -45,6 +45,8 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/adaptive.py
 	$(BIN)/python scripts/bench/scorers.py
 	$(BIN)/python scripts/bench/dry_run.py
+	$(BIN)/python scripts/bench/crash.py
+	$(BIN)/python scripts/bench/scale.py
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache

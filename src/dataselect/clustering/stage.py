@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from dataselect.stage import StageResult, run_stage
 
 CENTROIDS = "centroids.npy"
 CLUSTERS = "clusters.parquet"
+FIT_FACTS = "fit.json"
 
 
 @dataclass
@@ -84,7 +86,7 @@ def load_centroids(path: str | Path, dim: int, metric: str) -> np.ndarray:
 
 class ClusterStage:
     name = "cluster"
-    artifacts = (CENTROIDS, CLUSTERS)
+    artifacts = (CENTROIDS, CLUSTERS, FIT_FACTS)
 
     def __init__(self, dataset: InputDataset, config: ClusterConfig) -> None:
         config.check()
@@ -132,13 +134,16 @@ class ClusterStage:
         saved = output.folder / CENTROIDS
         if saved.exists():  # resuming: this folder's identity was checked, reuse its fit
             centroids = np.load(saved, allow_pickle=False)
-            self.facts = {"fitted": self.given is None, "resumed": True}
+            facts = output.folder / FIT_FACTS  # written before the centroids: always there
+            self.facts = json.loads(facts.read_text()) if facts.exists() else {"resumed": True}
         else:
             if self.given is not None:
                 centroids = self.given
                 self.facts = {"fitted": False}
             else:
                 centroids = self._fit()
+            # the fit's facts, so a resumed run's manifest says what an uninterrupted one does
+            output.write_artifact(FIT_FACTS, json.dumps(self.facts, sort_keys=True).encode())
             buffer = io.BytesIO()
             np.save(buffer, centroids)
             output.write_artifact(CENTROIDS, buffer.getvalue())

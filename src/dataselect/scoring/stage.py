@@ -7,6 +7,7 @@ shards and keep it as an artifact beside them, so a resumed run reuses it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from dataselect.stage import StageResult, run_stage
 SCORERS = ("heuristic", "dsir", "classifier", "influence", *KINDS, "label-agreement")
 CARRIED = ("cluster", "distance")  # input columns the samplers need, kept as they are
 READ_ROWS = 8192
+FIT_FACTS = "fits.json"  # the facts of every fit, kept for a resumed run's manifest
 
 
 @dataclass
@@ -166,7 +168,7 @@ class ScoreStage:
             + self.carried
             + new
         )
-        self.artifacts = tuple(a for s in self.scorers for a in s.artifacts)
+        self.artifacts = (*(a for s in self.scorers for a in s.artifacts), FIT_FACTS)
         self.facts: dict[str, Any] = {}
 
     def params(self) -> dict[str, Any]:
@@ -178,8 +180,13 @@ class ScoreStage:
 
     # -- stage hooks -------------------------------------------------------------------
     def setup(self, output: StageOutput) -> None:
-        for scorer in self.scorers:
+        for scorer in self.scorers:  # a resumed run reloads each fitted model
             self.facts[scorer.name] = scorer.fit(self.reader, output)
+        saved = output.folder / FIT_FACTS
+        if saved.exists():  # resumed: the facts of the fits as they were made
+            self.facts = json.loads(saved.read_text())
+        else:
+            output.write_artifact(FIT_FACTS, json.dumps(self.facts, sort_keys=True).encode())
 
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
         carried = [f.name for f in self.carried]

@@ -1,0 +1,136 @@
+"""Scale: a synthetic corpus of N rows through embed (precomputed vectors), cluster and sample,
+at N / 2 and N rows, so memory that grows with the rows shows up.
+
+Per stage and size: wall time and peak resident memory of the real command in its own
+process (`dataselect.planning.measure_command`), rows per second; and, for the sample stage,
+the time pyarrow alone takes to read the columns it reads (id, cluster, distance of the
+cluster folder), the floor its reduction is compared with.
+
+    python scripts/bench/scale.py                          # 10M rows, 64-d, k = 10,000
+    python scripts/bench/scale.py --rows 1000000 --k 1000  # a smaller check
+
+Writes scripts/bench/results/scale.md and .json (scale-ROWS.* when --rows is not 10M).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataselect.planning import measure_command
+
+RESULTS = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "results"
+FILE_ROWS = 1_000_000
+READ_COLUMNS = """
+import sys, time, glob, pyarrow.parquet as pq
+started = time.perf_counter()
+for path in sorted(glob.glob(sys.argv[1] + "/part-*.parquet")):
+    pq.read_table(path, columns=["id", "cluster", "distance"])
+print(time.perf_counter() - started)
+"""
+
+
+def write_corpus(folder: Path, rows: int, dim: int, clusters: int) -> None:
+    """Gaussian blobs around ``clusters`` centres, in files of 1M rows (row groups of 100k)."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    folder.mkdir(parents=True)
+    for f, start in enumerate(range(0, rows, FILE_ROWS)):
+        n = min(FILE_ROWS, rows - start)
+        x = centres[rng.integers(0, clusters, n)]
+        x += 0.3 * rng.standard_normal((n, dim), dtype=np.float32)
+        ids = pa.array([f"doc-{start + i:010d}" for i in range(n)])
+        table = pa.table({"id": ids, "vec": pa.FixedSizeListArray.from_arrays(x.reshape(-1), dim)})
+        pq.write_table(table, folder / f"part-{f:04d}.parquet", row_group_size=100_000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--k", type=int, default=10_000)
+    parser.add_argument("--niter", type=int, default=20)
+    parser.add_argument("--budget", default="1%")
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    args = parser.parse_args()
+    results = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for rows in (args.rows // 2, args.rows):
+            root = Path(tmp) / str(rows)
+            write_corpus(root / "vectors", rows, args.dim, clusters=2 * args.k)
+            stages = [
+                ("embed", root / "vectors", root / "embed", "--vector-column", "vec"),
+                ("cluster", root / "embed", root / "cluster", "--k", args.k, "--niter", args.niter),
+                ("sample", root / "cluster", root / "sample", "--budget", args.budget),
+            ]
+            for stage in stages:
+                peak, seconds = measure_command(*stage, "-q")
+                row = {
+                    "rows": rows,
+                    "stage": stage[0],
+                    "seconds": round(seconds, 1),
+                    "peak_mb": round(peak, 1),
+                    "rows_per_second": round(rows / seconds),
+                }
+                if stage[0] == "sample":
+                    done = subprocess.run(
+                        [sys.executable, "-c", READ_COLUMNS, str(root / "cluster")],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    row["read_columns_seconds"] = round(float(done.stdout), 2)
+                if stage[0] == "cluster":
+                    manifest = json.loads((root / "cluster" / "_manifest.json").read_text())
+                    row["fit_sample_rows"] = manifest["outputs"].get("sample_rows")
+                results.append(row)
+                print(row, flush=True)
+            for stage in ("vectors", "embed", "cluster", "sample"):  # free the disk
+                subprocess.run(["rm", "-rf", str(root / stage)], check=False)
+    write(args, results, time.perf_counter() - started)
+
+
+def write(args: argparse.Namespace, results: list[dict], seconds: float) -> None:
+    lines = [
+        "# scale",
+        "",
+        f"`python scripts/bench/scale.py --rows {args.rows} --dim {args.dim} --k {args.k}`, "
+        f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.0f} min, 2 cores. Synthetic "
+        f"{args.dim}-d float32 blobs; embed takes the vectors (validated, normalised); cluster "
+        f"k = {args.k}, {args.niter} iterations; sample kmeans-closest {args.budget}. Wall time "
+        "and peak RSS of each command in its own process (start-up included).",
+        "",
+        "| rows | stage | wall s | rows/s | peak MB | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        notes = ""
+        if "read_columns_seconds" in r:
+            ratio = r["seconds"] / max(r["read_columns_seconds"], 1e-9)
+            notes = f"pyarrow reads its columns in {r['read_columns_seconds']} s: {ratio:.1f}x"
+        if r.get("fit_sample_rows"):
+            notes = f"fit sample {r['fit_sample_rows']:,} rows"
+        lines.append(
+            f"| {r['rows']:,} | {r['stage']} | {r['seconds']:,} | "
+            f"{r['rows_per_second']:,} | {r['peak_mb']:,.0f} | {notes} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "scale" if args.rows == 10_000_000 else f"scale-{args.rows}"
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
