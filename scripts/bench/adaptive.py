@@ -17,7 +17,6 @@ Writes scripts/bench/results/adaptive.md and adaptive.json.
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from common import embeddings_by_id
+from common import embeddings_by_id, write_results
 
 from dataselect import (
     ClusterConfig,
@@ -42,7 +41,6 @@ from dataselect.evaluation import probe_accuracy
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
-RESULTS = ROOT / "scripts" / "bench" / "results"
 BUDGET, K, SEEDS = "650", 30, (0, 1, 2)
 ITERATIVE = {"strategy": "iterative", "feedback": "probe", "label_column": "label"}
 RUNS: dict[str, dict] = {
@@ -147,11 +145,7 @@ def write(results: list[dict], seconds: float) -> None:
             f"| {r['selection']} | {r['accuracy']:.3f} ({r['accuracy_sd']:.3f}) | "
             f"{r['off_domain']:.3f} | {r['off_domain'] / base:.2f}x | {r['shuffled']:.3f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "adaptive.md").write_text(text)
-    (RESULTS / "adaptive.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("adaptive", lines, results)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import write_results
 
 from dataselect.planning import measure_command
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
-RESULTS = ROOT / "scripts" / "bench" / "results"
 
 
 def dataselect(*args: object) -> list[str]:
@@ -118,11 +118,7 @@ def write(rows: list[dict], seconds: float) -> None:
             f"{r['seconds_measured']:,.1f} | {time_ratio:.2f} | {r['output_estimate_mb']:,.1f} / "
             f"{r['output_measured_mb']:,.1f} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "dry_run.md").write_text(text)
-    (RESULTS / "dry_run.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_results("dry_run", lines, rows)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import write_results
 
 from dataselect.planning import measure_command
 
-RESULTS = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "results"
 FILE_ROWS = 1_000_000
 READ_COLUMNS = """
 import sys, time, glob, pyarrow.parquet as pq
@@ -124,12 +124,7 @@ def write(args: argparse.Namespace, results: list[dict], seconds: float) -> None
             f"| {r['rows']:,} | {r['stage']} | {r['seconds']:,} | "
             f"{r['rows_per_second']:,} | {r['peak_mb']:,.0f} | {notes} |"
         )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "scale" if args.rows == 10_000_000 else f"scale-{args.rows}"
-    (RESULTS / f"{name}.md").write_text(text)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results("scale" if args.rows == 10_000_000 else f"scale-{args.rows}", lines, results)
 
 
 if __name__ == "__main__":
