@@ -1,24 +1,66 @@
 """dataselect: pick a small, diverse, high-value subset of a large training corpus.
 
 The Python API mirrors the command line: each stage is a function over dataset folders.
+Names are imported on first use, so `import dataselect` (and every command's start-up)
+does not load every stage's libraries.
 """
 
 from __future__ import annotations
 
-from dataselect.clustering.stage import ClusterConfig, cluster
-from dataselect.embedding.stage import EmbedConfig, embed
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from dataselect.errors import DataError, DataselectError, UsageError
-from dataselect.evaluation import evaluate
-from dataselect.inspection import describe
-from dataselect.io.sources import open_input
-from dataselect.manifest import Manifest, read_manifest
-from dataselect.pipeline import load_config, run_pipeline
-from dataselect.planning import plan_run
-from dataselect.report import make_report
-from dataselect.sampling.stage import SampleConfig, refine, sample
-from dataselect.scoring.stage import ScoreConfig, score
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ClusterConfig": "dataselect.clustering.stage",
+    "cluster": "dataselect.clustering.stage",
+    "EmbedConfig": "dataselect.embedding.stage",
+    "embed": "dataselect.embedding.stage",
+    "ScoreConfig": "dataselect.scoring.stage",
+    "score": "dataselect.scoring.stage",
+    "SampleConfig": "dataselect.sampling.stage",
+    "sample": "dataselect.sampling.stage",
+    "refine": "dataselect.sampling.stage",
+    "Manifest": "dataselect.manifest",
+    "read_manifest": "dataselect.manifest",
+    "open_input": "dataselect.io.sources",
+    "load_config": "dataselect.pipeline",
+    "run_pipeline": "dataselect.pipeline",
+    "evaluate": "dataselect.evaluation",
+    "describe": "dataselect.inspection",
+    "make_report": "dataselect.report",
+    "plan_run": "dataselect.planning",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dataselect' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from dataselect.clustering.stage import ClusterConfig, cluster
+    from dataselect.embedding.stage import EmbedConfig, embed
+    from dataselect.evaluation import evaluate
+    from dataselect.inspection import describe
+    from dataselect.io.sources import open_input
+    from dataselect.manifest import Manifest, read_manifest
+    from dataselect.pipeline import load_config, run_pipeline
+    from dataselect.planning import plan_run
+    from dataselect.report import make_report
+    from dataselect.sampling.stage import SampleConfig, refine, sample
+    from dataselect.scoring.stage import ScoreConfig, score
 
 __all__ = [
     "ClusterConfig",

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from dataselect.keyed import mix64, span_hashes
 
@@ -58,6 +57,8 @@ class HashingEmbedder:
         self.seed = seed
         salt = mix64(np.array([seed & 0xFFFFFFFFFFFFFFFF, 0x9E3779B97F4A7C15], dtype=_U))
         self._salt_word, self._salt_gram = salt[0], salt[1]
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
         self._stop = np.sort(self._word_hashes(sorted(ENGLISH_STOP_WORDS)))
         self._empty = self._fallback_vector()
 

@@ -6,13 +6,10 @@ score = P(positive). The model is a plain .npz (weights, bias), reusable with --
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import scipy.sparse as sp
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import normalize
 
 from dataselect.embedding.text import TextSpec
 from dataselect.errors import DataError, UsageError
@@ -21,10 +18,15 @@ from dataselect.scoring.ngrams import N_FEATURES, NGRAMS, ngram_counts
 from dataselect.scoring.rows import RowReader, Rows
 from dataselect.scoring.scorer import file_digest, save_arrays, saved_arrays
 
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
 ARTIFACT = "classifier.npz"
 
 
 def features(texts: list[str]) -> sp.csr_matrix:
+    from sklearn.preprocessing import normalize
+
     counts = ngram_counts(texts)
     counts.data = np.log1p(counts.data)
     return normalize(counts)
@@ -87,6 +89,8 @@ class ClassifierScorer:
                 raise DataError(f"{path}: {what} holds no rows")
         x = features(texts[0] + texts[1])
         y = np.r_[np.ones(len(texts[0])), np.zeros(len(texts[1]))]
+        from sklearn.linear_model import LogisticRegression
+
         model = LogisticRegression(
             C=self.regularisation, solver="liblinear", random_state=self.seed, max_iter=1000
         )

@@ -5,26 +5,35 @@ seed, so the same text gives the same features in every process."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
-from sklearn.feature_extraction.text import HashingVectorizer
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 N_FEATURES = 1 << 18
 NGRAMS = (1, 2)
 
-_VECTORIZER = HashingVectorizer(
-    n_features=N_FEATURES,
-    ngram_range=NGRAMS,
-    alternate_sign=False,
-    norm=None,
-    dtype=np.float64,
-)
+
+@cache
+def _vectorizer() -> Any:
+    """Built on first use: importing scikit-learn costs every command most of a second."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    return HashingVectorizer(
+        n_features=N_FEATURES,
+        ngram_range=NGRAMS,
+        alternate_sign=False,
+        norm=None,
+        dtype=np.float64,
+    )
 
 
 def ngram_counts(texts: list[str]) -> sp.csr_matrix:
     """rows x N_FEATURES counts of hashed word unigrams and bigrams."""
-    return _VECTORIZER.transform(texts).tocsr()
+    return _vectorizer().transform(texts).tocsr()
 
 
 def total_counts(batches: Iterable[list[str]]) -> np.ndarray:

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from dataselect.errors import DataError
 
@@ -104,6 +103,8 @@ def fit_probe(
         grad = ((p - target) * weight[:, None]).T @ x1 / total
         loss += 0.5 * l2 * float((w * w).sum())
         return loss, (grad + l2 * w).ravel()
+
+    from scipy.optimize import minimize
 
     start = np.zeros(classes * x1.shape[1])
     result = minimize(
