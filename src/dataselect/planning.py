@@ -712,14 +712,14 @@ def plan_sample(
         rows=shape.rows,
         rows_to_process=todo,
         peak_memory_mb=memory / MB,
-        # the per-row columns, the reduction, the source rows joined back, and the passes
-        # over the embeddings for the diversity metrics (selected rows; the corpus sample)
-        seconds=startup + todo * (read + reduce + source_read + 2 * embed_read),
+        # the per-row columns, the reduction, the source rows joined back, and one pass
+        # over the embeddings for the diversity metrics (selected rows and corpus sample)
+        seconds=startup + todo * (read + reduce + source_read + embed_read),
         output_mb=(selected * source_shape.bytes_per_row + shape.rows * (shape.id_bytes + 24)) / MB,
         details={
             "strategy": config.strategy,
             "budget_rows": budget,
-            "read_seconds": round(todo * (read + source_read + 2 * embed_read), 1),
+            "read_seconds": round(todo * (read + source_read + embed_read), 1),
             "reduction_seconds": round(todo * reduce, 1),
         },
         notes=notes,

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dataselect.clustering.kmeans import keyed_sample
+from dataselect.clustering.kmeans import SAMPLE_STREAM
 from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
 from dataselect.io.ids import batch_ids
@@ -441,21 +441,36 @@ class SampleStage:
             facts["cluster_coverage"] = round(cluster_coverage(chosen_clusters, k), 4)
             facts["cluster_entropy"] = round(cluster_entropy(chosen_clusters), 4)
             facts["corpus_cluster_entropy"] = round(cluster_entropy(self.pool.cluster), 4)
+        # one pass over the embeddings for both Vendi scores: the selected rows (in file
+        # order) and the corpus sample (the fit sample's keyed rule, from the ids in memory)
+        size = min(len(self.ids), METRICS_SAMPLE_ROWS)
+        keys = row_keys(self.ids, self.config.seed, SAMPLE_STREAM)
+        sample_rows = np.argsort(keys, kind="stable")[:size]
+        sample_ids = self.ids.take(pa.array(sample_rows))
         embed = open_input(self.lineage.embed_folder)
         dim = int(self.lineage.embed.params["dim"])
-        vectors = []
+        selected_vectors, sample_vectors, sample_found = [], [], []
         for shard in embed.shards:
             for batch in shard.iter_batches(["id", "embedding"], batch_rows=1 << 15):
-                keep = pc.is_in(batch.column("id"), value_set=self.chosen)
-                picked = batch.filter(keep).column("embedding")
-                if len(picked):
-                    vectors.append(picked.flatten().to_numpy().reshape(-1, dim))
-        facts["vendi_selected"] = vendi_scores(np.concatenate(vectors))
-        size = min(len(self.ids), METRICS_SAMPLE_ROWS)
-        corpus = keyed_sample(embed, "embedding", dim, "id", size, self.config.seed, trusted=True)
+                ids = batch.column("id")
+                chosen = batch.filter(pc.is_in(ids, value_set=self.chosen))
+                if chosen.num_rows:
+                    selected_vectors.append(vectors_of(chosen, dim))
+                sampled = batch.filter(pc.is_in(ids, value_set=sample_ids))
+                if sampled.num_rows:
+                    sample_vectors.append(vectors_of(sampled, dim))
+                    sample_found.append(sampled.column("id"))
+        facts["vendi_selected"] = vendi_scores(np.concatenate(selected_vectors))
+        corpus = np.concatenate(sample_vectors)
+        found = pa.concat_arrays(sample_found)
+        corpus = corpus[np.argsort(row_keys(found, self.config.seed, SAMPLE_STREAM), kind="stable")]
         facts["vendi_corpus"] = vendi_scores(corpus)
         facts["vendi_corpus_rows"] = size
         return facts
+
+
+def vectors_of(batch: pa.RecordBatch, dim: int) -> np.ndarray:
+    return batch.column("embedding").flatten().to_numpy().reshape(-1, dim)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
