@@ -49,6 +49,7 @@ def cluster_sizes(data: ReportData) -> bytes | None:
     axes.hist(sizes, bins=bins, color=ACCENT, edgecolor="white")
     axes.set_xlabel("rows in the cluster")
     axes.set_ylabel("clusters")
+    axes.yaxis.get_major_locator().set_params(integer=True)  # counts of clusters
     axes.set_title(
         f"Cluster sizes: {len(sizes):,} clusters, median {np.median(sizes):,.0f}, "
         f"max {sizes.max():,}, {int((sizes == 0).sum())} empty"
