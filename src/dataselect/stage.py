@@ -100,6 +100,7 @@ def run_stage(
     (the sample stage reads a cluster folder but writes one part per source shard).
     """
     from dataselect import __version__
+    from dataselect.engine import current_engine
     from dataselect.engine.local import run_local
 
     manifest = Manifest(
@@ -129,7 +130,13 @@ def run_stage(
         with Reporter(stage.name, dataset.rows, len(dataset.shards), quiet=quiet) as reporter:
             if not folder.already_complete:
                 stage.setup(folder)
-                run_local(stage, dataset, folder, reporter)
+                engine = current_engine()
+                if engine.name == "ray":
+                    from dataselect.engine.ray import run_ray
+
+                    run_ray(stage, dataset, folder, reporter, engine.address)
+                else:
+                    run_local(stage, dataset, folder, reporter)
                 folder.manifest.outputs.update(stage.finish(folder))
             final = folder.finalize()
             rows = final.rows

@@ -20,6 +20,21 @@ JsonSummary = Annotated[
 ]
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+EngineName = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local: this process. ray: every shard a Ray task (needs the 'ray' extra); the "
+        "same bytes either way.",
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="--engine ray: the cluster to join (e.g. auto, ray://head:10001) "
+        "\\[default: start a local Ray instance]."
+    ),
+]
 DryRun = Annotated[
     bool,
     typer.Option(
@@ -28,6 +43,14 @@ DryRun = Annotated[
         "write nothing.",
     ),
 ]
+
+
+def on_engine(engine: str, address: str | None, action: Callable[[], Any]) -> Any:
+    """Run ``action`` (a stage call) on the chosen engine."""
+    from dataselect.engine import use_engine
+
+    with use_engine(engine, address):
+        return action()
 
 
 def emit_plans(plans: list[Any], as_json: bool) -> None:

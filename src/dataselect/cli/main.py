@@ -12,13 +12,16 @@ from dataselect import __version__
 from dataselect.cli.common import (
     Debug,
     DryRun,
+    EngineName,
     JsonSummary,
     Overwrite,
     Quiet,
+    RayAddress,
     Seed,
     emit_plans,
     emit_summary,
     fail,
+    on_engine,
     run_command,
 )
 
@@ -116,6 +119,8 @@ def embed(
     seed: Seed = 0,
     overwrite: Overwrite = False,
     dry_run: DryRun = False,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -143,7 +148,12 @@ def embed(
         plan, _ = run_command(debug, lambda: plan_embed(input, output, config, overwrite))
         return emit_plans([plan], json_summary)
     result = run_command(
-        debug, lambda: embed_stage(input, output, config, overwrite=overwrite, quiet=quiet)
+        debug,
+        lambda: on_engine(
+            engine,
+            ray_address,
+            lambda: embed_stage(input, output, config, overwrite=overwrite, quiet=quiet),
+        ),
     )
     emit_summary(result.summary(), json_summary, quiet)
 
@@ -186,6 +196,8 @@ def cluster(
     seed: Seed = 0,
     overwrite: Overwrite = False,
     dry_run: DryRun = False,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -212,7 +224,7 @@ def cluster(
             return plan_cluster(input, output, config, overwrite)[0]
         return cluster_stage(input, output, config, overwrite=overwrite, quiet=quiet)
 
-    result = run_command(debug, action)
+    result = run_command(debug, lambda: on_engine(engine, ray_address, action))
     if dry_run:
         return emit_plans([result], json_summary)
     emit_summary(result.summary(), json_summary, quiet)
@@ -336,6 +348,8 @@ def score(
     seed: Seed = 0,
     overwrite: Overwrite = False,
     dry_run: DryRun = False,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -370,7 +384,12 @@ def score(
         plan, _ = run_command(debug, lambda: plan_score(input, output, config, overwrite))
         return emit_plans([plan], json_summary)
     result = run_command(
-        debug, lambda: score_stage(input, output, config, overwrite=overwrite, quiet=quiet)
+        debug,
+        lambda: on_engine(
+            engine,
+            ray_address,
+            lambda: score_stage(input, output, config, overwrite=overwrite, quiet=quiet),
+        ),
     )
     emit_summary(result.summary(), json_summary, quiet)
 
@@ -486,6 +505,8 @@ def sample(
     seed: Seed = 0,
     overwrite: Overwrite = False,
     dry_run: DryRun = False,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -521,7 +542,12 @@ def sample(
         plan = run_command(debug, lambda: plan_sample(input, output, config, overwrite))
         return emit_plans([plan], json_summary)
     result = run_command(
-        debug, lambda: sample_stage(input, output, config, overwrite=overwrite, quiet=quiet)
+        debug,
+        lambda: on_engine(
+            engine,
+            ray_address,
+            lambda: sample_stage(input, output, config, overwrite=overwrite, quiet=quiet),
+        ),
     )
     emit_summary(result.summary(), json_summary, quiet)
 
@@ -577,11 +603,14 @@ def run_config(
         typer.Option("--set", help="Override a value: stage.option=value (repeatable)."),
     ] = None,
     dry_run: DryRun = False,
+    engine: EngineName = "local",
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
 ) -> None:
     """Run the whole pipeline from a config: embed -> cluster -> [score] -> sample."""
+    from dataselect.engine import use_engine
     from dataselect.pipeline import load_config, run_pipeline, run_summary
 
     if dry_run:
@@ -591,7 +620,8 @@ def run_config(
         return emit_plans(plans, json_summary)
 
     def action() -> dict:
-        return run_summary(run_pipeline(load_config(config, set_), quiet=quiet))
+        with use_engine(engine, ray_address):
+            return run_summary(run_pipeline(load_config(config, set_), quiet=quiet))
 
     summary = run_command(debug, action)
     if json_summary:

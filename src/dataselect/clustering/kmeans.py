@@ -227,6 +227,12 @@ class Assigner:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.index.add(self.centroids)
 
+    def __getstate__(self) -> dict[str, object]:  # a FAISS index does not pickle: rebuild it
+        return {"centroids": self.centroids, "metric": self.metric}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__init__(state["centroids"], state["metric"])  # type: ignore[misc]
+
     def assign_stream(
         self, batches: Iterator[tuple[pa.Array, np.ndarray]]
     ) -> Iterator[tuple[pa.Array, np.ndarray, np.ndarray]]:
