@@ -19,15 +19,6 @@ from dataselect import (
 )
 from dataselect.engine import use_engine
 
-ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
 
 def pipeline(corpus: Path, root: Path) -> list[Path]:
     folders = [root / name for name in ("embed", "cluster", "score", "sample")]
@@ -53,6 +44,18 @@ def files(folder: Path) -> dict[str, bytes]:
     }
 
 
+def ray_or_skip():
+    return pytest.importorskip("ray", reason="the 'ray' extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = ray_or_skip()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
 def test_every_stage_gives_the_local_engines_bytes(local_ray, tmp_path: Path) -> None:
     corpus = write_parquet_folder(tmp_path / "corpus", shards=4, rows=60)
     local = pipeline(corpus, tmp_path / "local")
@@ -68,6 +71,7 @@ def test_every_stage_gives_the_local_engines_bytes(local_ray, tmp_path: Path) ->
 
 
 def test_bad_data_on_ray_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    ray_or_skip()
     source = tmp_path / "data"
     write_parquet_folder(source, shards=2, rows=20)
     import pyarrow as pa

@@ -136,7 +136,7 @@ def run_stage(
 
                     run_ray(stage, dataset, folder, reporter, engine.address)
                 else:
-                    run_local(stage, dataset, folder, reporter)
+                    run_local(stage, dataset, folder, reporter, engine.workers)
                 folder.manifest.outputs.update(stage.finish(folder))
             final = folder.finalize()
             rows = final.rows

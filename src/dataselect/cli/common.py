@@ -35,6 +35,14 @@ RayAddress = Annotated[
         "\\[default: start a local Ray instance]."
     ),
 ]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        help="--engine local: shards in this many processes at once (each loads the stage's "
+        "model); the same bytes as 1.",
+    ),
+]
 DryRun = Annotated[
     bool,
     typer.Option(
@@ -45,11 +53,11 @@ DryRun = Annotated[
 ]
 
 
-def on_engine(engine: str, address: str | None, action: Callable[[], Any]) -> Any:
+def on_engine(engine: str, address: str | None, workers: int, action: Callable[[], Any]) -> Any:
     """Run ``action`` (a stage call) on the chosen engine."""
     from dataselect.engine import use_engine
 
-    with use_engine(engine, address):
+    with use_engine(engine, address, workers):
         return action()
 
 

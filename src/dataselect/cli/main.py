@@ -18,6 +18,7 @@ from dataselect.cli.common import (
     Quiet,
     RayAddress,
     Seed,
+    Workers,
     emit_plans,
     emit_summary,
     fail,
@@ -121,6 +122,7 @@ def embed(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
+    workers: Workers = 1,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -152,6 +154,7 @@ def embed(
         lambda: on_engine(
             engine,
             ray_address,
+            workers,
             lambda: embed_stage(input, output, config, overwrite=overwrite, quiet=quiet),
         ),
     )
@@ -198,6 +201,7 @@ def cluster(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
+    workers: Workers = 1,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -224,7 +228,7 @@ def cluster(
             return plan_cluster(input, output, config, overwrite)[0]
         return cluster_stage(input, output, config, overwrite=overwrite, quiet=quiet)
 
-    result = run_command(debug, lambda: on_engine(engine, ray_address, action))
+    result = run_command(debug, lambda: on_engine(engine, ray_address, workers, action))
     if dry_run:
         return emit_plans([result], json_summary)
     emit_summary(result.summary(), json_summary, quiet)
@@ -350,6 +354,7 @@ def score(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
+    workers: Workers = 1,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -388,6 +393,7 @@ def score(
         lambda: on_engine(
             engine,
             ray_address,
+            workers,
             lambda: score_stage(input, output, config, overwrite=overwrite, quiet=quiet),
         ),
     )
@@ -507,6 +513,7 @@ def sample(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
+    workers: Workers = 1,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -546,6 +553,7 @@ def sample(
         lambda: on_engine(
             engine,
             ray_address,
+            workers,
             lambda: sample_stage(input, output, config, overwrite=overwrite, quiet=quiet),
         ),
     )
@@ -605,6 +613,7 @@ def run_config(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
+    workers: Workers = 1,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -620,7 +629,7 @@ def run_config(
         return emit_plans(plans, json_summary)
 
     def action() -> dict:
-        with use_engine(engine, ray_address):
+        with use_engine(engine, ray_address, workers):
             return run_summary(run_pipeline(load_config(config, set_), quiet=quiet))
 
     summary = run_command(debug, action)

@@ -23,6 +23,7 @@ ENGINES = ("local", "ray")
 class EngineChoice:
     name: str = "local"
     address: str | None = None  # ray: a cluster address; None starts a local Ray instance
+    workers: int = 1  # local: processes running shards side by side (1: this process)
 
 
 _current = EngineChoice()
@@ -33,14 +34,18 @@ def current_engine() -> EngineChoice:
 
 
 @contextmanager
-def use_engine(name: str = "local", address: str | None = None) -> Iterator[EngineChoice]:
+def use_engine(
+    name: str = "local", address: str | None = None, workers: int = 1
+) -> Iterator[EngineChoice]:
     """Run the stages called inside on this engine."""
     global _current
     if name not in ENGINES:
         raise UsageError(f"--engine must be one of {', '.join(ENGINES)}")
     if address is not None and name != "ray":
         raise UsageError("--ray-address needs --engine ray")
-    previous, _current = _current, EngineChoice(name, address)
+    if workers < 1 or (workers > 1 and name != "local"):
+        raise UsageError("--workers must be at least 1, and is for --engine local")
+    previous, _current = _current, EngineChoice(name, address, workers)
     try:
         yield _current
     finally:

@@ -42,8 +42,14 @@ def write_shard_file(
 
 
 def run_local(
-    stage: ShardStage, dataset: InputDataset, output: StageOutput, reporter: Reporter
+    stage: ShardStage,
+    dataset: InputDataset,
+    output: StageOutput,
+    reporter: Reporter,
+    workers: int = 1,
 ) -> None:
+    if workers > 1:
+        return run_processes(stage, dataset, output, reporter, workers)
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
     written = 0
     for shard in dataset.shards:
@@ -59,3 +65,40 @@ def run_local(
         written += 1
         if crash_after and written >= crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_processes(
+    stage: ShardStage, dataset: InputDataset, output: StageOutput, reporter: Reporter, workers: int
+) -> None:
+    """Shards side by side in ``workers`` fresh processes (spawned: FAISS's and torch's
+    threads do not survive a fork), each running ``write_shard_file``; this process
+    publishes them in shard order, as the single-process loop does."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from dataselect.io.atomic import temporary_path
+    from dataselect.io.output import shard_name
+
+    todo = []
+    for shard in dataset.shards:
+        if output.is_done(shard.index):
+            reporter.shard_done(shard.index, int(output.done[shard.index]["rows"]), 0, True)
+        else:
+            todo.append(shard)
+    context = multiprocessing.get_context("spawn")
+    paths = {s.index: temporary_path(output.folder / shard_name(s.index)) for s in todo}
+    with ProcessPoolExecutor(min(workers, max(len(todo), 1)), mp_context=context) as pool:
+        futures = {s.index: pool.submit(write_shard_file, stage, s, paths[s.index]) for s in todo}
+        try:
+            for shard in todo:
+                future = futures[shard.index]
+                record = output.write_shard(
+                    shard.index, lambda _tmp, f=future: f.result(), source=shard.source_record()
+                )
+                reporter.advance(int(record["rows"]))
+                reporter.shard_done(shard.index, int(record["rows"]), float(record["seconds"]))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for path in paths.values():  # shards other workers were writing
+                path.unlink(missing_ok=True)
+            raise

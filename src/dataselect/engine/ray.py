@@ -47,11 +47,13 @@ def run_ray(
         task = ray.remote(_shard_task)
         stage_ref = ray.put(stage)
         pending: dict[int, tuple[InputShard, Any]] = {}
+        paths: list[Path] = []
         for shard in dataset.shards:
             if output.is_done(shard.index):
                 reporter.shard_done(shard.index, int(output.done[shard.index]["rows"]), 0, True)
                 continue
             tmp = temporary_path(output.folder / shard_name(shard.index))
+            paths.append(tmp)
             pending[shard.index] = (shard, task.remote(stage_ref, shard, str(tmp)))
         try:
             for index in sorted(pending):  # published in shard order, like the local engine
@@ -64,6 +66,9 @@ def run_ray(
         except BaseException:
             for _, ref in pending.values():
                 ray.cancel(ref, force=True)
+            ray.wait([ref for _, ref in pending.values()], num_returns=len(pending), timeout=30)
+            for path in paths:  # shards other tasks were writing
+                path.unlink(missing_ok=True)
             raise
     finally:
         if started_here:
