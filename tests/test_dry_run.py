@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 import yaml
 from conftest import write_parquet_folder
 
-from dataselect.planning import format_plans, measure_command, plan_cluster
+from dataselect.planning import estimate_command, format_plans, measure_command, plan_cluster
 
 
 def tree(folder: Path) -> dict[str, tuple[int, int]]:
@@ -168,16 +166,6 @@ def test_cluster_plan_counts_the_fit_sample(tmp_path: Path, cli) -> None:
 
 
 # -- the memory estimate against a measured peak -----------------------------------------------
-def estimate_mb(*args: object) -> float:
-    done = subprocess.run(
-        [sys.executable, "-m", "dataselect", *map(str, args), "--dry-run", "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout)["stages"][0]["peak_memory_mb"]
-
-
 @pytest.mark.slow
 def test_memory_estimates_are_within_half_of_the_measured_peak(tmp_path: Path) -> None:
     """A mid-size run: 300,000 rows of 128-d vectors, k = 300 (a 76,800-row fit sample)."""
@@ -198,7 +186,7 @@ def test_memory_estimates_are_within_half_of_the_measured_peak(tmp_path: Path) -
         ("sample", tmp_path / "cluster", tmp_path / "sample", "--budget", "5%", "-q"),
     ]
     for stage in stages:
-        estimate = estimate_mb(*stage)
+        estimate = estimate_command(*stage)["peak_memory_mb"]
         measured, _ = measure_command(*stage)
         ratios[stage[0]] = estimate / measured
     assert all(1 / 1.5 <= r <= 1.5 for r in ratios.values()), ratios

@@ -12,9 +12,6 @@ Writes scripts/bench/results/dry_run.md and .json.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,20 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from common import write_results
 
-from dataselect.planning import measure_command
+from dataselect.planning import estimate_command, measure_command
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
-
-
-def dataselect(*args: object) -> list[str]:
-    return [sys.executable, "-m", "dataselect", *map(str, args)]
-
-
-def estimated(*args: object) -> dict:
-    done = subprocess.run(dataselect(*args, "--dry-run", "--json"), capture_output=True,
-                          text=True, check=True)  # fmt: skip
-    return json.loads(done.stdout)["stages"][0]
 
 
 def folder_mb(folder: Path) -> float:
@@ -79,7 +66,7 @@ def main() -> None:
             ]  # fmt: skip
         for corpus, stages in runs.items():
             for stage in stages:
-                plan = estimated(*stage)
+                plan = estimate_command(*stage)
                 memory, seconds = measure_command(*stage, "-q")
                 row = {
                     "corpus": corpus,

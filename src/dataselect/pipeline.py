@@ -103,10 +103,9 @@ def run_pipeline(config: dict[str, Any], quiet: bool = False) -> list[StageResul
             )
         )
     sample_input = folders["score" if scored else "cluster"]
-    if configs["sample"].strategy == "iterative" and configs["sample"].feedback is None:
-        configs["sample"].feedback_digests = refined_rounds(
-            sample_input, folders["sample"], configs["sample"]
-        )
+    configs["sample"].feedback_digests = refined_rounds(
+        sample_input, folders["sample"], configs["sample"]
+    )
     results.append(
         sample(
             sample_input,

@@ -20,6 +20,7 @@ shape its upstream stage will write (rows, shards, dimension, id length).
 
 from __future__ import annotations
 
+import json
 import resource
 import sys
 import time
@@ -148,6 +149,20 @@ def measure_command(*args: object) -> tuple[float, float]:
     return int(peak) * 1024 / MB, float(seconds)
 
 
+def estimate_command(*args: object) -> dict[str, Any]:
+    """The first stage's plan of `dataselect ARGS --dry-run --json`, run in a child process
+    (the estimate's baseline is that process's memory, as in a real run)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dataselect", *map(str, args), "--dry-run", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)["stages"][0]
+
+
 # -- shapes and actions --------------------------------------------------------------------
 def data_shape(dataset: InputDataset, columns: list[str], id_column: str | None) -> DataShape:
     """Rows, shards and per-row column sizes from the Parquet footers; id length from one
@@ -205,6 +220,30 @@ def count_lines(path: Path) -> int:
             lines += block.count(b"\n") - block.count(b"\n\n")
             last = block[-1:]
     return lines + (last != b"\n")
+
+
+def written_shape(
+    shape: DataShape,
+    action: str,
+    dim: int | None,
+    flat_bytes: float,
+    list_bytes: float = 0.0,
+    group_rows: int = 8192,
+) -> DataShape:
+    """The shape a per-row stage writes from ``shape``: the same rows and shards, a row
+    group per written batch of ``group_rows``, ``flat_bytes`` + ``list_bytes`` a row. It
+    exists (the next stage can read it) when the stage would be skipped."""
+    return DataShape(
+        rows=shape.rows,
+        shards=shape.shards,
+        dim=dim,
+        id_bytes=shape.id_bytes,
+        row_group_rows=group_rows,
+        list_bytes_per_row=list_bytes,
+        flat_bytes_per_row=flat_bytes,
+        bytes_per_row=flat_bytes + list_bytes,
+        exists=action.startswith("skip"),
+    )
 
 
 def mean_id_bytes(dataset: InputDataset, id_column: str | None) -> float:
@@ -422,17 +461,7 @@ def plan_embed(
     vector_bytes = stage.dim * 4
     # the read batch decoded, and its vectors: computed, normalised, written
     memory = base * MB + shape.decode_bytes(READ_ROWS) + 3 * READ_ROWS * vector_bytes
-    out_shape = DataShape(
-        rows=shape.rows,
-        shards=shape.shards,
-        dim=stage.dim,
-        id_bytes=shape.id_bytes,
-        row_group_rows=READ_ROWS,
-        list_bytes_per_row=vector_bytes,
-        flat_bytes_per_row=shape.id_bytes + 4,
-        bytes_per_row=vector_bytes + shape.id_bytes + 4,
-        exists=action.startswith("skip"),
-    )
+    out_shape = written_shape(shape, action, stage.dim, shape.id_bytes + 4, vector_bytes, READ_ROWS)
     plan = Plan(
         stage="embed",
         input=str(input),
@@ -512,16 +541,7 @@ def plan_cluster(
         base * MB + SAMPLE_COPIES * sample_bytes + max(shape.decode_bytes(READ_ROWS), in_flight)
     )
     out_row = shape.id_bytes + 4 + 8
-    out_shape = DataShape(
-        rows=shape.rows,
-        shards=shape.shards,
-        dim=dim,
-        id_bytes=shape.id_bytes,
-        row_group_rows=READ_ROWS,
-        flat_bytes_per_row=out_row,
-        bytes_per_row=out_row,
-        exists=action.startswith("skip"),
-    )
+    out_shape = written_shape(shape, action, dim, out_row, group_rows=READ_ROWS)
     plan = Plan(
         stage="cluster",
         input=str(input),
@@ -620,16 +640,7 @@ def plan_score(
         + FLAT_DECODE_COPIES * fit_rows * vector_bytes  # a probe's training rows
     )
     out_row = shape.id_bytes + 4 + 4 * columns_out
-    out_shape = DataShape(
-        rows=shape.rows,
-        shards=shape.shards,
-        dim=shape.dim,
-        id_bytes=shape.id_bytes,
-        row_group_rows=READ_ROWS,
-        flat_bytes_per_row=out_row,
-        bytes_per_row=out_row,
-        exists=action.startswith("skip"),
-    )
+    out_shape = written_shape(shape, action, shape.dim, out_row, group_rows=READ_ROWS)
     plan = Plan(
         stage="score",
         input=str(input),
@@ -780,10 +791,7 @@ def plan_run(config: dict[str, Any]) -> list[Plan]:
         plans.append(plan)
         sample_input = folders["score"]
     sample_config = configs["sample"]
-    if sample_config.strategy == "iterative" and sample_config.feedback is None:
-        sample_config.feedback_digests = refined_rounds(
-            sample_input, folders["sample"], sample_config
-        )
+    sample_config.feedback_digests = refined_rounds(sample_input, folders["sample"], sample_config)
     plans.append(
         plan_sample(
             sample_input,

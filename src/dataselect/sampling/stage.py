@@ -561,6 +561,8 @@ def refined_rounds(input: str | Path, output: str | Path, config: SampleConfig) 
     was made from the same input with the same settings: `dataselect run` carries them, so
     rerunning a pipeline keeps the rounds instead of starting again from round 1."""
     folder = Path(output)
+    if config.strategy != "iterative" or config.feedback is not None:
+        return config.feedback_digests  # only refine's rounds are carried
     if not (folder / MANIFEST_NAME).exists():
         return config.feedback_digests
     try:
