@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/dry_run.py
 	$(BIN)/python scripts/bench/crash.py
 	$(BIN)/python scripts/bench/scale.py
+	$(BIN)/python scripts/bench/workers.py
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache
