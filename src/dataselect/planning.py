@@ -9,9 +9,11 @@ shards and rows that means. The estimates:
 - peak memory as this process's measured peak after the probe (interpreter, libraries, model)
   plus the buffers that grow with the data: the k-means sample (n_s x d float32, which FAISS
   holds about twice), the assignment's in-flight batches (workers + 2.5 of them), Parquet
-  row groups being decoded (about 3 x their uncompressed size), and the sample stage's per-row
-  columns (about 3 x the id length + 60 bytes a row). The factors were measured on this
-  machine's runs (README, "dry-run");
+  row groups being decoded (about 3 x their uncompressed size), and the sample stage's
+  per-row state: 8 bytes a row (the id hashes of the duplicate check) for the one-shot
+  strategies, which stream; about 3 x the id length + 250 bytes a row for iterative, bandit
+  and token budgets, which hold every row. The factors were measured on this machine's runs
+  (README, "dry-run");
 - output size from the rows, the vector size and the ids' mean length.
 
 For `dataselect run --dry-run` a stage whose input does not exist yet is estimated from the
@@ -40,6 +42,7 @@ from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, r
 MB = 1e6
 PROBE_ROWS = 512
 SEARCH_PROBE_ROWS = 4096
+READ_PROBE_ROWS = 1 << 17
 SAMPLE_COPIES = 1.9  # the fit sample, and FAISS's own copy of most of it
 IN_FLIGHT_EXTRA = 2.5  # assignment batches in flight beyond one per worker
 FIT_OVERHEAD = 1.3  # k-means iterations beyond their searches: updates, k-means++ start
@@ -47,6 +50,9 @@ LIST_DECODE_COPIES = 14.0  # decoding a list (vector) column: levels, builders, 
 FLAT_DECODE_COPIES = 3.0  # decoding a flat column: pages, arrays, batches
 POOL_BYTES_PER_ID_BYTE = 3.0  # the sample stage's id column: read, sorted, combined
 POOL_BYTES_PER_ROW = 250.0  # keys, cluster, distance, score, decisions, reasons
+STREAM_BYTES_PER_ROW = 8.0  # a streamed selection holds one id hash per row
+CHOSEN_BYTES_PER_ID_BYTE = 6.0  # a selected id: candidates, decisions, the id set
+CHOSEN_BYTES_PER_ROW = 200.0  # a selected row: sort keys, rank, reason, id set hashes
 
 
 @dataclass
@@ -321,14 +327,16 @@ def search_seconds_per_row_centroid(dim: int, k: int) -> float:
 
 
 def read_seconds_per_row(dataset: InputDataset | None, columns: list[str], dim: int) -> float:
-    """Seconds to read and decode one row of ``columns``: timed on the input's first batch,
-    or, when the input does not exist yet, on a synthetic Parquet batch held in memory."""
+    """Seconds to read and decode one row of ``columns``: timed on the input's first rows
+    (enough to span a whole row group of up to ``READ_PROBE_ROWS``: a reader decodes a row
+    group's pages before its first batch, so timing one small batch would overstate the
+    rate), or, when the input does not exist yet, on a synthetic Parquet batch in memory."""
     if dataset is not None and dataset.shards:
         shard = dataset.shards[0]
         started, rows = time.perf_counter(), 0
         for batch in shard.iter_batches(columns, batch_rows=16_384):
             rows += batch.num_rows
-            if rows >= 16_384:
+            if rows >= READ_PROBE_ROWS:
                 break
         return (time.perf_counter() - started) / max(rows, 1)
     rows = 16_384
@@ -386,40 +394,54 @@ def write_seconds_per_row(dim: int) -> float:
     return (time.perf_counter() - started) / rows
 
 
-def reduction_seconds_per_row(strategy: str, id_bytes: float, rows: int) -> float:
-    """Seconds per row of the sample stage's reduction (sort by id, keys, the strategy,
-    the decisions table), timed on a synthetic pool of up to 100,000 rows. Iterative and
-    bandit are timed as kmeans-random (their probe fits and pulls are not included)."""
-    from dataselect.keyed import row_keys
-    from dataselect.sampling.stage import parquet_bytes
-    from dataselect.sampling.strategies import Pool, select
+def reduction_seconds_per_row(
+    strategy: str, id_bytes: float, rows: int, share: float, streams: bool
+) -> float:
+    """Seconds per row of the sample stage's own work besides reading: the strategy
+    (streamed, or over the in-memory pool sorted by id) and the two lookups of every id in
+    the selected set (source rows, embeddings), timed on up to 100,000 synthetic rows with
+    the same budget ``share``. Iterative and bandit are timed as kmeans-random (their probe
+    fits and pulls are not included)."""
+    from dataselect.keyed import IdSet, row_keys, row_keys_streams
+    from dataselect.sampling.strategies import PER_CLUSTER_DRAW, Pool, allocate, select
+    from dataselect.sampling.streaming import BoundedTop, sort_keys
 
     n = max(1000, min(rows, 100_000))
+    budget = max(1, round(n * share))
     rng = np.random.default_rng(0)
     width = max(1, round(id_bytes))
     ids = pa.array([f"{i:0{width}d}"[-width:] + str(i) for i in rng.permutation(n)])
     k = max(1, int(np.sqrt(n)))
-    started = time.perf_counter()
-    table = pa.table({"id": ids, "cluster": rng.integers(0, k, n).astype(np.int32)})
-    table = table.sort_by([("id", "ascending")])
-    sorted_ids = table.column("id").combine_chunks()
-    pool = Pool(
-        keys=row_keys(sorted_ids, 0, 2),
-        cluster=table.column("cluster").to_numpy(),
-        distance=rng.random(n).astype(np.float32),
-        score=rng.random(n),
-    )
+    cluster = rng.integers(0, k, n).astype(np.int32)
+    distance = rng.random(n).astype(np.float32)
+    score = rng.random(n)
     simple = strategy if strategy not in ("iterative", "bandit") else "kmeans-random"
-    selection = select(pool, simple, max(1, n // 20), "proportional", 1.0)
-    decisions = pa.table(
-        {
-            "id": sorted_ids,
-            "cluster": pa.array(pool.cluster),
-            "selected": pa.array(np.isin(np.arange(n), selection.rows)),
-            "reason": pa.array(selection.reasons.tolist(), type=pa.string()),
-        }
-    )
-    parquet_bytes(decisions)
+    started = time.perf_counter()
+    if streams:
+        sizes = np.bincount(cluster, minlength=k)
+        quota = allocate(sizes, budget, "equal") if simple in PER_CLUSTER_DRAW else [budget]
+        top = np.ones(k)
+        chosen = BoundedTop(np.asarray(quota), np.uint64 if simple == "random" else np.float64)
+        for start in range(0, n, 1 << 16):
+            batch = ids.slice(start, 1 << 16)
+            part = slice(start, start + len(batch))
+            _, keys = row_keys_streams(batch, 0, (1, 2))
+            group, primary, secondary = sort_keys(
+                simple, keys, cluster[part], distance[part], score[part], top, 1.0
+            )
+            chosen.add(group, primary, batch, secondary)
+        chosen_ids = chosen.result().column("id")
+    else:
+        table = pa.table({"id": ids, "cluster": cluster}).sort_by([("id", "ascending")])
+        sorted_ids = table.column("id").combine_chunks()
+        pool = Pool(row_keys(sorted_ids, 0, 2), table.column("cluster").to_numpy(), distance,
+                    score)  # fmt: skip
+        chosen_ids = sorted_ids.take(pa.array(select(pool, simple, budget, "proportional",
+                                                     1.0).rows))  # fmt: skip
+    lookup = IdSet(chosen_ids)
+    for _ in range(2):
+        for start in range(0, n, 1 << 15):
+            lookup.contains(ids.slice(start, 1 << 15))
     return (time.perf_counter() - started) / n
 
 
@@ -672,6 +694,7 @@ def plan_sample(
     from dataselect.lineage import trace_lineage
     from dataselect.sampling.stage import (
         METRICS_SAMPLE_ROWS,
+        ONE_SHOT,
         check_sample_input,
         parse_budget,
         strategy_params,
@@ -721,17 +744,34 @@ def plan_sample(
         notes.append("not timed: the probe fits of --feedback probe (5 per round)")
     vendi_rows = min(shape.rows, METRICS_SAMPLE_ROWS)
     dim = int(shape.dim or 0)
-    reduce = reduction_seconds_per_row(config.strategy, shape.id_bytes, shape.rows) if todo else 0
+    streams = config.strategy in ONE_SHOT and config.budget_tokens is None
+    reduce = (
+        reduction_seconds_per_row(
+            config.strategy,
+            shape.id_bytes,
+            shape.rows,
+            (budget or shape.rows) / shape.rows,
+            streams,
+        )
+        if todo
+        else 0.0
+    )
+    per_row = (
+        STREAM_BYTES_PER_ROW
+        if streams
+        else POOL_BYTES_PER_ID_BYTE * shape.id_bytes + POOL_BYTES_PER_ROW
+    )
+    selected = budget if budget is not None else shape.rows
     memory = (
         base * MB
-        + shape.rows * (POOL_BYTES_PER_ID_BYTE * shape.id_bytes + POOL_BYTES_PER_ROW)
+        + shape.rows * per_row
+        + selected * (CHOSEN_BYTES_PER_ID_BYTE * shape.id_bytes + CHOSEN_BYTES_PER_ROW)
         # the source rows joined back, then the embeddings read for the diversity metrics
         + max(
             source_shape.decode_bytes(1 << 15), LIST_DECODE_COPIES * min(8192, shape.rows) * dim * 4
         )
         + 2 * vendi_rows * dim * 4
     )
-    selected = budget if budget is not None else shape.rows
     return Plan(
         stage="sample",
         input=str(input),
@@ -744,7 +784,7 @@ def plan_sample(
         # the per-row columns, the reduction, the source rows joined back, and one pass
         # over the embeddings for the diversity metrics (selected rows and corpus sample)
         seconds=startup + todo * (read + reduce + source_read + embed_read),
-        output_mb=(selected * source_shape.bytes_per_row + shape.rows * (shape.id_bytes + 24)) / MB,
+        output_mb=selected * (source_shape.bytes_per_row + shape.id_bytes + 60) / MB,
         details={
             "strategy": config.strategy,
             "budget_rows": budget,

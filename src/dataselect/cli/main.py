@@ -425,8 +425,8 @@ SAMPLE_EPILOG = (
     "sqrt(2 ln pulls / (pulls_j + 1)); a positive reward admits --block rows. The pull log "
     "is OUTPUT/pulls.parquet.\n\n"
     "OUTPUT gets the selected rows with all their source columns (part-NNNNN.parquet, "
-    "part i from source shard i), decisions.parquet (id, cluster, score, selected, reason "
-    "for every row) and selection.json (parameters, counts per cluster, Vendi scores of the "
+    "part i from source shard i), decisions.parquet (the selected rows, sorted by id: id, "
+    "cluster, score, selected, reason) and selection.json (parameters, counts per cluster, Vendi scores of the "
     "selection and of the corpus, cluster coverage and entropy)."
 )
 

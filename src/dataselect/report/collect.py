@@ -1,10 +1,10 @@
 """What a report shows, gathered from a selection (sample folder) and the stages behind it.
 
 Everything comes from files the stages already wrote: manifests (timings, rows, params),
-clusters.parquet (sizes), decisions.parquet (which rows were selected, their cluster),
-the sample input's score columns, selection.json (metrics, rounds, arms), pulls.parquet,
-and a keyed sample of the embeddings for the 2-D picture. Memory stays small: per-row
-columns of the decisions plus at most ``PROJECTION_ROWS`` vectors.
+clusters.parquet (sizes), decisions.parquet (which rows were selected), the sample input's
+id, cluster, distance and score columns (every row), selection.json (metrics, rounds, arms),
+pulls.parquet, and a keyed sample of the embeddings for the 2-D picture. Memory: those
+small per-row columns plus at most ``PROJECTION_ROWS`` vectors.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ class ReportData:
     selection_folder: Path
     stages: list[StageInfo]
     selection: dict[str, Any]  # selection.json
-    selected: np.ndarray  # bool per row (decisions order)
+    selected: np.ndarray  # bool per row (the sample input's row order)
     cluster: np.ndarray | None  # int per row
     cluster_sizes: np.ndarray | None  # rows per cluster (clusters.parquet)
-    scores: dict[str, np.ndarray] = field(default_factory=dict)  # per row (decisions order)
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # per row
     projection: np.ndarray | None = None  # (m, 2) PCA coordinates
     projection_corpus: np.ndarray | None = None  # bool per projected row: in the corpus sample
     projection_selected: np.ndarray | None = None  # bool per projected row: selected
@@ -102,11 +102,15 @@ def collect(path: str | Path, seed: int = 0) -> ReportData:
     if not sample.complete:
         raise DataError(f"{selection_folder}: the selection is not complete (rerun the stage)")
     selection = json.loads((selection_folder / "selection.json").read_text())
-    decisions = pq.read_table(selection_folder / "decisions.parquet")
-    selected = decisions.column("selected").to_numpy(zero_copy_only=False)
+    decisions = pq.read_table(selection_folder / "decisions.parquet", columns=["id", "selected"])
+    chosen = decisions.filter(decisions.column("selected")).column("id").combine_chunks()
+    rows = _input_rows(Path(sample.input["path"]))
+    selected = pc.is_in(rows.column("id"), value_set=chosen).to_numpy(zero_copy_only=False)
+    if int(selected.sum()) != len(chosen):
+        raise DataError(f"{sample.input['path']}: its rows no longer match the selection")
     cluster = (
-        decisions.column("cluster").to_numpy(zero_copy_only=False)
-        if "cluster" in decisions.column_names
+        rows.column("cluster").to_numpy(zero_copy_only=False)
+        if "cluster" in rows.column_names
         else None
     )
     by_stage = {info.manifest.stage: info.folder for info in stages}
@@ -116,9 +120,13 @@ def collect(path: str | Path, seed: int = 0) -> ReportData:
         sizes = np.zeros(int(pc.max(table.column("cluster")).as_py()) + 1, dtype=np.int64)
         sizes[table.column("cluster").to_numpy()] = table.column("size").to_numpy()
     data = ReportData(selection_folder, stages, selection, selected, cluster, sizes)
-    data.scores = _scores(Path(sample.input["path"]), decisions.column("id"))
+    data.scores = {
+        name: rows.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        for name in rows.column_names
+        if name == "distance" or name.startswith("score_")
+    }
     if "embed" in by_stage:
-        _project(data, by_stage["embed"], decisions, seed)
+        _project(data, by_stage["embed"], rows.column("id").combine_chunks(), seed)
     if (selection_folder / "pulls.parquet").exists():
         data.pulls = pq.read_table(selection_folder / "pulls.parquet")
     return data
@@ -136,30 +144,24 @@ def _stage_info(folder: Path) -> StageInfo:
     return StageInfo(manifest.stage, folder, manifest, float(wall), describe_stage(folder))
 
 
-def _scores(input_folder: Path, ids: pa.ChunkedArray) -> dict[str, np.ndarray]:
-    """The sample input's distance and score columns, in decisions order."""
+def _input_rows(input_folder: Path) -> pa.Table:
+    """The sample input's id, cluster, distance and score columns: every row, in file order."""
     dataset = open_input(input_folder)
-    names = [n for n in dataset.schema.names if n == "distance" or n.startswith("score_")]
-    if not names:
-        return {}
-    table = pa.Table.from_batches(
-        [b for s in dataset.shards for b in s.iter_batches(["id", *names])],
-        schema=pa.schema([dataset.schema.field(n) for n in ["id", *names]]),
+    names = [
+        n
+        for n in dataset.schema.names
+        if n in ("id", "cluster", "distance") or n.startswith("score_")
+    ]
+    return pa.Table.from_batches(
+        [b for s in dataset.shards for b in s.iter_batches(names)],
+        schema=pa.schema([dataset.schema.field(n) for n in names]),
     )
-    at = pc.index_in(ids, value_set=table.column("id").combine_chunks())
-    if at.null_count:
-        raise DataError(f"{input_folder}: its rows no longer match the selection's decisions")
-    return {
-        name: table.column(name).take(at).to_numpy(zero_copy_only=False).astype(np.float64)
-        for name in names
-    }
 
 
-def _project(data: ReportData, embed_folder: Path, decisions: pa.Table, seed: int) -> None:
+def _project(data: ReportData, embed_folder: Path, ids: pa.Array, seed: int) -> None:
     """PCA of a keyed sample of corpus rows; the selected ones among a keyed sample of them."""
     from sklearn.decomposition import PCA
 
-    ids = decisions.column("id").combine_chunks()
     keys = row_keys(ids, seed, REPORT_STREAM)
     corpus = np.argsort(keys, kind="stable")[:PROJECTION_ROWS]
     chosen = np.flatnonzero(data.selected)

@@ -52,8 +52,14 @@ def cluster_coverage(selected_clusters: np.ndarray, k: int) -> float:
 
 def cluster_entropy(selected_clusters: np.ndarray) -> float:
     """Shannon entropy (nats) of the selected rows' cluster distribution."""
-    if len(selected_clusters) == 0:
+    return counts_entropy(np.unique(selected_clusters, return_counts=True)[1])
+
+
+def counts_entropy(counts: np.ndarray) -> float:
+    """Shannon entropy (nats) of a distribution given as counts (zeros are skipped)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    counts = counts[counts > 0]
+    if len(counts) == 0:
         return 0.0
-    counts = np.unique(selected_clusters, return_counts=True)[1].astype(np.float64)
     p = counts / counts.sum()
     return float(-(p * np.log(p)).sum())

@@ -27,7 +27,7 @@ from dataselect.io.atomic import write_bytes_atomic
 from dataselect.io.ids import batch_ids
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_input, open_stage_input
-from dataselect.keyed import row_keys
+from dataselect.keyed import IdSet, row_keys
 from dataselect.lineage import trace_lineage
 from dataselect.manifest import MANIFEST_NAME, read_manifest
 from dataselect.sampling.bandit import BanditParams, BanditResult, NeighbourCredit, run_bandit
@@ -39,7 +39,12 @@ from dataselect.sampling.feedback import (
     stored_feedback,
 )
 from dataselect.sampling.iterative import IterativeParams, IterativeResult, run_iterative
-from dataselect.sampling.metrics import cluster_coverage, cluster_entropy, vendi_scores
+from dataselect.sampling.metrics import (
+    cluster_coverage,
+    cluster_entropy,
+    counts_entropy,
+    vendi_scores,
+)
 from dataselect.sampling.strategies import (
     ALLOCATIONS,
     NEEDS_CLUSTERS,
@@ -47,7 +52,14 @@ from dataselect.sampling.strategies import (
     STRATEGIES,
     Pool,
     Selection,
+    reason_texts,
     select,
+)
+from dataselect.sampling.streaming import (
+    SELECT_STREAM,
+    BoundedTop,
+    checked_scores,
+    select_streaming,
 )
 from dataselect.scoring.rows import RowReader
 from dataselect.stage import StageResult, run_stage
@@ -59,8 +71,8 @@ FEEDBACK_KINDS = ("probe",)
 ITERATIVE_OPTIONS = ("rounds", "feedback", "label_column", "shrinkage", "step", "max_update",
                      "feedback_digests")  # fmt: skip
 BANDIT_OPTIONS = ("probes", "block", "alpha", "tau", "neighbour_radius")
-SELECT_STREAM = 2  # keyed-randomness stream of the samplers
 METRICS_SAMPLE_ROWS = 20_000
+ONE_SHOT = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq")
 
 
 @dataclass
@@ -205,15 +217,24 @@ class SampleStage:
             self.probe_reader = RowReader(dataset.path, label_column=config.label_column,
                                           dataset=dataset)  # fmt: skip
             self.probe_reader.check(["embedding", "label"])
-        self.ids, self.pool = self._read_pool()
-        if config.budget_tokens is None:
-            self.budget = parse_budget(config.budget, len(self.ids))
-            self.tokens_selected: int | None = None
+        # one-shot strategies stream; the adaptive ones and token budgets hold the pool
+        self.streams = config.strategy in ONE_SHOT and config.budget_tokens is None
+        self.tokens_selected: int | None = None
+        if self.streams:
+            self.budget = parse_budget(config.budget, dataset.rows)
         else:
-            self.budget, self.tokens_selected = self._rows_for_tokens(config.budget_tokens)
+            self.ids, self.pool = self._read_pool()
+            if config.budget_tokens is None:
+                self.budget = parse_budget(config.budget, len(self.ids))
+            else:
+                self.budget, self.tokens_selected = self._rows_for_tokens(config.budget_tokens)
         extra = [pa.field("id", pa.string())] if self.lineage.id_column is None else []
         self.schema = pa.schema(extra + list(self.lineage.source.schema))
         self.chosen: pa.Array | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker process needs to write its shard: not the pool."""
+        return {"lineage": self.lineage, "chosen_set": self.chosen_set, "schema": self.schema}
 
     def _read_pool(self) -> tuple[pa.Array, Pool]:
         """The small per-row columns of every shard, in id order; duplicate ids are refused."""
@@ -242,16 +263,11 @@ class SampleStage:
         if "distance" in table.column_names:
             pool.distance = table.column("distance").to_numpy()
         if self.config.score_column:
-            score = table.column(self.config.score_column)
-            values = score.to_numpy(zero_copy_only=False).astype(np.float64)
-            bad = np.flatnonzero(~np.isfinite(values))
-            if score.null_count or len(bad):
-                row = ids[int(bad[0])].as_py() if len(bad) else "?"
-                raise DataError(
-                    f"{self.dataset.path}: column '{self.config.score_column}' has a NaN, "
-                    f"infinite or null score (id {row!r})"
-                )
-            pool.score = values
+            batch = pa.RecordBatch.from_arrays(
+                [ids, table.column(self.config.score_column).combine_chunks()],
+                names=["id", self.config.score_column],
+            )
+            pool.score = checked_scores(batch, self.config.score_column, self.dataset.path)
         return ids, pool
 
     def _row_tokens(self) -> np.ndarray:
@@ -352,17 +368,55 @@ class SampleStage:
 
     # -- stage hooks -------------------------------------------------------------------
     def setup(self, output: StageOutput) -> None:
+        """Choose the rows: the decisions table (sorted by id), the cluster sizes and the
+        keyed corpus sample the metrics use."""
+        if self.streams:
+            self._choose_streaming()
+        else:
+            self._choose_in_memory(output)
+        self.chosen = self.decisions.column("id").combine_chunks()
+        self.chosen_set = IdSet(self.chosen)
+
+    def _choose_streaming(self) -> None:
+        config = self.config
+        found = select_streaming(self.dataset, config.strategy, self.budget,
+                                 config.resolved_allocation, config.temperature, config.seed,
+                                 config.score_column, METRICS_SAMPLE_ROWS)  # fmt: skip
+        chosen = found.chosen
+        group, rank = chosen.column("group").to_numpy(), chosen.column("rank").to_numpy()
+        self.decisions = decisions_table(
+            chosen.column("id"),
+            chosen.column("cluster") if "cluster" in chosen.column_names else None,
+            chosen.column("score") if "score" in chosen.column_names else None,
+            reason_texts(config.strategy, group, rank, found.quota),
+        )
+        self.sizes = found.sizes
+        self.corpus_sample = found.corpus_sample
+
+    def _choose_in_memory(self, output: StageOutput) -> None:
         self.selection = self._select(self.budget, output)
-        self.chosen = self.ids.take(pa.array(np.sort(self.selection.rows)))
+        rows = pa.array(self.selection.rows)
+        pool = self.pool
+        self.decisions = decisions_table(
+            self.ids.take(rows),
+            None if pool.cluster is None else pa.array(pool.cluster).take(rows),
+            None if pool.score is None else pa.array(pool.score).take(rows),
+            self.selection.reasons[self.selection.rows].tolist(),
+            None if self.config.strategy != "iterative" else
+            pa.array(self.iterative.round_of_row).take(rows),
+        )  # fmt: skip
+        self.sizes = None
+        if pool.cluster is not None:
+            self.sizes = np.bincount(pool.cluster, minlength=int(pool.cluster.max()) + 1)
+        self.corpus_sample = keyed_sample(self.ids, self.config.seed, METRICS_SAMPLE_ROWS)
 
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
-        assert self.chosen is not None
         id_column = self.lineage.id_column
         offset = 0
         for batch in shard.iter_batches(self.lineage.source.schema.names, batch_rows=1 << 15):
             ids = batch_ids(batch, shard, offset, id_column)
             offset += batch.num_rows
-            keep = pc.is_in(ids, value_set=self.chosen)
+            keep = pa.array(self.chosen_set.contains(ids))
             if id_column is None:
                 batch = pa.RecordBatch.from_arrays(
                     [ids, *batch.columns], names=["id", *batch.schema.names]
@@ -370,29 +424,18 @@ class SampleStage:
             yield batch.filter(keep)
 
     def finish(self, output: StageOutput) -> dict[str, Any]:
-        selected = np.zeros(len(self.ids), dtype=bool)
-        selected[self.selection.rows] = True
         written = sum(int(r["rows"]) for r in output.done.values())
-        if written != len(self.selection.rows):
+        if written != self.decisions.num_rows:
             raise DataError(
                 f"{output.folder}: {written} rows were found in the source for "
-                f"{len(self.selection.rows)} selected: the source no longer matches the embed stage"
+                f"{self.decisions.num_rows} selected: the source no longer matches the embed stage"
             )
-        columns: dict[str, Any] = {"id": self.ids}
-        if self.pool.cluster is not None:
-            columns["cluster"] = pa.array(self.pool.cluster)
-        if self.pool.score is not None:
-            columns["score"] = pa.array(self.pool.score.astype(np.float32))
-        columns["selected"] = pa.array(selected)
-        if self.config.strategy == "iterative":
-            columns["round"] = pa.array(self.iterative.round_of_row)
-        columns["reason"] = pa.array(self.selection.reasons.tolist(), type=pa.string())
-        output.write_artifact(DECISIONS, parquet_bytes(pa.table(columns)))
+        output.write_artifact(DECISIONS, parquet_bytes(self.decisions))
         facts = {
             "budget_rows": self.budget,
-            "rows_in": len(self.ids),
-            "rows_selected": int(selected.sum()),
-            **self._metrics(selected),
+            "rows_in": self.dataset.rows,
+            "rows_selected": self.decisions.num_rows,
+            **self._metrics(),
             **self._adaptive_facts(output),
         }
         if self.tokens_selected is not None:
@@ -431,42 +474,78 @@ class SampleStage:
             }
         return {}
 
-    def _metrics(self, selected: np.ndarray) -> dict[str, Any]:
+    def _metrics(self) -> dict[str, Any]:
         facts: dict[str, Any] = {}
-        if self.pool.cluster is not None:
-            k = int(self.pool.cluster.max()) + 1
-            chosen_clusters = self.pool.cluster[selected]
+        if self.sizes is not None:
+            k = len(self.sizes)
+            chosen_clusters = self.decisions.column("cluster").to_numpy()
             counts = np.bincount(chosen_clusters, minlength=k)
             facts["counts_per_cluster"] = {str(c): int(n) for c, n in enumerate(counts) if n}
             facts["cluster_coverage"] = round(cluster_coverage(chosen_clusters, k), 4)
             facts["cluster_entropy"] = round(cluster_entropy(chosen_clusters), 4)
-            facts["corpus_cluster_entropy"] = round(cluster_entropy(self.pool.cluster), 4)
-        # one pass over the embeddings for both Vendi scores: the selected rows (in file
-        # order) and the corpus sample (the fit sample's keyed rule, from the ids in memory)
-        size = min(len(self.ids), METRICS_SAMPLE_ROWS)
-        keys = row_keys(self.ids, self.config.seed, SAMPLE_STREAM)
-        sample_rows = np.argsort(keys, kind="stable")[:size]
-        sample_ids = self.ids.take(pa.array(sample_rows))
-        embed = open_input(self.lineage.embed_folder)
-        dim = int(self.lineage.embed.params["dim"])
-        selected_vectors, sample_vectors, sample_found = [], [], []
-        for shard in embed.shards:
-            for batch in shard.iter_batches(["id", "embedding"], batch_rows=1 << 15):
-                ids = batch.column("id")
-                chosen = batch.filter(pc.is_in(ids, value_set=self.chosen))
-                if chosen.num_rows:
-                    selected_vectors.append(vectors_of(chosen, dim))
-                sampled = batch.filter(pc.is_in(ids, value_set=sample_ids))
-                if sampled.num_rows:
-                    sample_vectors.append(vectors_of(sampled, dim))
-                    sample_found.append(sampled.column("id"))
-        facts["vendi_selected"] = vendi_scores(np.concatenate(selected_vectors))
-        corpus = np.concatenate(sample_vectors)
-        found = pa.concat_arrays(sample_found)
-        corpus = corpus[np.argsort(row_keys(found, self.config.seed, SAMPLE_STREAM), kind="stable")]
-        facts["vendi_corpus"] = vendi_scores(corpus)
-        facts["vendi_corpus_rows"] = size
+            facts["corpus_cluster_entropy"] = round(counts_entropy(self.sizes), 4)
+        # one pass over the embeddings: a keyed sample of the selected rows, and the corpus
+        # sample (the fit sample's keyed rule), each in key order
+        selected = keyed_sample(self.chosen, self.config.seed, METRICS_SAMPLE_ROWS)
+        vectors = embeddings_of(self.lineage.embed_folder, [selected, self.corpus_sample],
+                                int(self.lineage.embed.params["dim"]))  # fmt: skip
+        facts["vendi_selected"] = vendi_scores(vectors[0])
+        facts["vendi_selected_rows"] = len(selected)
+        facts["vendi_corpus"] = vendi_scores(vectors[1])
+        facts["vendi_corpus_rows"] = len(self.corpus_sample)
         return facts
+
+
+def decisions_table(
+    ids: pa.Array | pa.ChunkedArray,
+    cluster: pa.Array | pa.ChunkedArray | None,
+    score: pa.Array | pa.ChunkedArray | None,
+    reasons: list[str],
+    round_: pa.Array | None = None,
+) -> pa.Table:
+    """One row per selected row, sorted by id: why it was kept (a row not listed was not)."""
+    columns: dict[str, Any] = {"id": ids}
+    if cluster is not None:
+        columns["cluster"] = cluster
+    if score is not None:
+        columns["score"] = pc.cast(score, pa.float32())
+    columns["selected"] = pa.array(np.ones(len(ids), dtype=bool))
+    if round_ is not None:
+        columns["round"] = round_
+    columns["reason"] = pa.array(reasons, type=pa.string())
+    return pa.table(columns).sort_by([("id", "ascending")]).combine_chunks()
+
+
+def keyed_sample(ids: pa.Array, seed: int, rows: int) -> pa.Array:
+    """At most ``rows`` of ``ids``: those with the smallest keyed hash, in key order (the
+    k-means fit sample's rule), taken a chunk at a time."""
+    top = BoundedTop(np.array([rows]), np.uint64)
+    for start in range(0, len(ids), 1 << 16):
+        chunk = ids.slice(start, 1 << 16)
+        top.add(np.zeros(len(chunk), np.int32), row_keys(chunk, seed, SAMPLE_STREAM), chunk)
+    return top.result().column("id").combine_chunks() if len(ids) else ids
+
+
+def embeddings_of(embed_folder: Path, wanted: list[pa.Array], dim: int) -> list[np.ndarray]:
+    """The vectors of each list of ids, in its order, from one pass over the embed folder."""
+    every = IdSet(pa.concat_arrays([w.cast(wanted[0].type) for w in wanted]).unique())
+    found_ids, found = [], []
+    for shard in open_input(embed_folder).shards:
+        for batch in shard.iter_batches(["id", "embedding"], batch_rows=1 << 15):
+            hit = batch.filter(pa.array(every.contains(batch.column("id"))))
+            if hit.num_rows:
+                found_ids.append(hit.column("id"))
+                found.append(vectors_of(hit, dim))
+    ids = pa.concat_arrays(found_ids) if found_ids else wanted[0].slice(0, 0)
+    vectors = np.concatenate(found) if found else np.zeros((0, dim), np.float32)
+    result = []
+    for w in wanted:
+        at = pc.index_in(w, value_set=ids)
+        if at.null_count:
+            raise DataError(f"{embed_folder}: {at.null_count:,} selected or sampled ids are "
+                            "not in the embed folder")  # fmt: skip
+        result.append(vectors[at.to_numpy(zero_copy_only=False)])
+    return result
 
 
 def vectors_of(batch: pa.RecordBatch, dim: int) -> np.ndarray:

@@ -126,6 +126,29 @@ def within_cluster_order(pool: Pool, temperature: float) -> tuple[np.ndarray, np
     return order, starts
 
 
+PER_CLUSTER_DRAW = {
+    "kmeans-closest": "closest to its centroid",
+    "kmeans-random": "random within its cluster",
+    "kmq": "drawn by softmax(score / T) within its cluster",
+}
+
+
+def reason_texts(
+    strategy: str, group: np.ndarray, rank: np.ndarray, quota: np.ndarray
+) -> list[str]:
+    """Why each chosen row was kept: its strategy, and its 0-based ``rank`` in its group
+    (the whole pool for random and top-k, else its cluster, whose quota is ``quota[group]``)."""
+    if strategy == "random":
+        return ["random draw"] * len(rank)
+    if strategy == "top-k":
+        return [f"score rank {r + 1}" for r in rank.tolist()]
+    what = PER_CLUSTER_DRAW[strategy]
+    return [
+        f"{what} (rank {r + 1} of {quota[c]} in cluster {c})"
+        for c, r in zip(group.tolist(), rank.tolist(), strict=True)
+    ]
+
+
 def select(
     pool: Pool, strategy: str, budget: int, allocation: str, temperature: float
 ) -> Selection:
@@ -133,22 +156,26 @@ def select(
     reasons = np.full(n, "not selected", dtype=object)
     if strategy == "random":
         rows = np.argsort(pool.keys, kind="stable")[:budget]
-        reasons[rows] = "random draw"
+        group, rank, quota = np.zeros(budget, np.int64), np.arange(budget), np.array([budget])
     elif strategy == "top-k":
         assert pool.score is not None
         # equal scores in the keyed (seed, id) order: a uniform, repeatable tie-break (id
         # order would take an id-sorted corpus's first labels)
         rows = np.lexsort((np.arange(n), pool.keys, -pool.score))[:budget]
-        reasons[rows] = [f"score rank {r + 1}" for r in range(len(rows))]
+        group, rank, quota = np.zeros(budget, np.int64), np.arange(budget), np.array([budget])
     else:
         assert pool.cluster is not None
-        rows = _per_cluster(pool, strategy, budget, allocation, temperature, reasons)
+        rows, group, rank, quota = _per_cluster(pool, strategy, budget, allocation, temperature)
+    if len(rows):
+        reasons[rows] = reason_texts(strategy, group, rank, quota)
     return Selection(rows=np.asarray(rows, dtype=np.int64), reasons=reasons)
 
 
 def _per_cluster(
-    pool: Pool, strategy: str, budget: int, allocation: str, temperature: float, reasons: np.ndarray
-) -> np.ndarray:
+    pool: Pool, strategy: str, budget: int, allocation: str, temperature: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The chosen rows, cluster by cluster, with each one's cluster, rank in it, and the
+    clusters' quotas."""
     assert pool.cluster is not None
     k = int(pool.cluster.max()) + 1
     sizes = np.bincount(pool.cluster, minlength=k)
@@ -158,17 +185,14 @@ def _per_cluster(
         assert pool.distance is not None
         order = np.lexsort((np.arange(n), pool.distance.astype(np.float64), pool.cluster))
         starts = np.searchsorted(pool.cluster[order], np.arange(k))
-        what = "closest to its centroid"
     elif strategy == "kmeans-random":
         order, starts = within_cluster_order(Pool(keys=pool.keys, cluster=pool.cluster), 1.0)
-        what = "random within its cluster"
     else:
         assert pool.score is not None
         order, starts = within_cluster_order(pool, temperature)
-        what = "drawn by softmax(score / T) within its cluster"
-    chosen = [order[starts[c] : starts[c] + quota[c]] for c in range(k) if quota[c]]
+    taken = np.flatnonzero(quota)
+    chosen = [order[starts[c] : starts[c] + quota[c]] for c in taken]
     rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-    for c in range(k):
-        for rank, row in enumerate(order[starts[c] : starts[c] + quota[c]]):
-            reasons[row] = f"{what} (rank {rank + 1} of {quota[c]} in cluster {c})"
-    return rows
+    group = np.repeat(taken, quota[taken])
+    rank = np.arange(len(rows)) - np.repeat(np.cumsum(quota[taken]) - quota[taken], quota[taken])
+    return rows, group, rank, quota

@@ -1,0 +1,265 @@
+"""Bounded selection over a stream of batches: the one-shot strategies at any row count.
+
+A one-shot strategy (random, top-k, kmeans-closest, kmeans-random, kmq) is "in each group,
+the ``quota[g]`` rows with the smallest sort key", the key being one or two numbers and
+then the id (ties break by id, as everywhere). ``BoundedTop`` keeps only the rows that can
+still win: a new row is screened against its group's current cut-off (the key of the
+group's last kept row, once the group is full), and the kept set is cut back to the quotas
+by one sort whenever it has doubled. Memory is O(budget + batch), not O(rows), and the
+result equals sorting every row at once (tests/test_streaming.py checks it against
+``strategies.select``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dataselect.clustering.kmeans import SAMPLE_STREAM
+from dataselect.errors import DataError
+from dataselect.io.sources import InputDataset
+from dataselect.keyed import row_keys_streams
+from dataselect.sampling.strategies import PER_CLUSTER_DRAW, allocate, uniform01
+
+SORT_KEYS = [("group", "ascending"), ("primary", "ascending"), ("secondary", "ascending"),
+             ("id", "ascending")]  # fmt: skip
+MIN_PRUNE_ROWS = 1 << 16
+BATCH_ROWS = 1 << 16
+SELECT_STREAM = 2  # keyed-randomness stream of the samplers
+
+
+class BoundedTop:
+    """The rows with the smallest (primary, secondary, id) in each group, at most
+    ``quota[g]`` of group g, over rows given a batch at a time."""
+
+    def __init__(
+        self, quota: np.ndarray, primary: type[np.generic], prune_rows: int | None = None
+    ) -> None:
+        self.quota = np.asarray(quota, dtype=np.int64)
+        self.primary_type = np.dtype(primary)
+        top = np.inf if self.primary_type.kind == "f" else np.iinfo(self.primary_type).max
+        self.cut = np.full(len(self.quota), top, dtype=self.primary_type)
+        self.open = self.quota > 0
+        self.parts: list[pa.Table] = []
+        self.rows = 0  # rows held in parts
+        self.limit = prune_rows or max(2 * int(self.quota.sum()), MIN_PRUNE_ROWS)
+
+    def add(
+        self,
+        group: np.ndarray,
+        primary: np.ndarray,
+        ids: pa.Array,
+        secondary: np.ndarray | None = None,
+        payload: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Offer one batch of rows (``payload`` columns travel with the kept rows)."""
+        group = np.asarray(group, dtype=np.int32)
+        primary = np.asarray(primary, dtype=self.primary_type)
+        keep = self.open[group] & (primary <= self.cut[group])
+        if not keep.any():
+            return
+        if secondary is None:
+            secondary = np.zeros(len(group), dtype=np.uint64)
+        where = np.flatnonzero(keep)
+        columns = {
+            "group": pa.array(group[where]),
+            "primary": pa.array(primary[where]),
+            "secondary": pa.array(np.asarray(secondary)[where]),
+            "id": ids.take(pa.array(where)),
+        }
+        for name, values in (payload or {}).items():
+            columns[name] = pa.array(np.asarray(values)[where])
+        self.parts.append(pa.table(columns))
+        self.rows += len(where)
+        if self.rows > self.limit:
+            self._prune()
+
+    def _prune(self) -> None:
+        table = pa.concat_tables(self.parts).sort_by(SORT_KEYS)
+        group = table.column("group").to_numpy()
+        rank = np.arange(len(group)) - np.searchsorted(group, group, side="left")
+        table = table.filter(pa.array(rank < self.quota[group]))
+        group, rank = group[rank < self.quota[group]], rank[rank < self.quota[group]]
+        last = rank == self.quota[group] - 1  # the last row of a full group: its cut-off
+        primary = table.column("primary").to_numpy()
+        self.cut[group[last]] = primary[last]
+        self.parts = [table]
+        self.rows = table.num_rows
+
+    def result(self) -> pa.Table:
+        """The kept rows sorted by (group, primary, secondary, id), with their 0-based rank
+        within the group."""
+        if not self.parts:
+            return pa.table({"group": pa.array([], pa.int32()), "rank": pa.array([], pa.int64())})
+        self._prune()
+        table = self.parts[0]
+        group = table.column("group").to_numpy()
+        rank = np.arange(len(group)) - np.searchsorted(group, group, side="left")
+        return table.append_column("rank", pa.array(rank))
+
+
+def sort_keys(
+    strategy: str,
+    keys: np.ndarray,
+    cluster: np.ndarray | None,
+    distance: np.ndarray | None,
+    score: np.ndarray | None,
+    top: np.ndarray | None,
+    temperature: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(group, primary, secondary) of each row for ``strategy``: the same order as
+    ``strategies.select`` draws in (its ties break by pool index, which is id order).
+
+    ``top`` is each cluster's largest score / T (kmq subtracts it, as the in-memory draw does).
+    """
+    n = len(keys)
+    if strategy == "random":
+        return np.zeros(n, np.int32), keys, None
+    if strategy == "top-k":
+        assert score is not None
+        return np.zeros(n, np.int32), -score, keys
+    assert cluster is not None
+    if strategy == "kmeans-closest":
+        assert distance is not None
+        return cluster, distance.astype(np.float64), None
+    if strategy == "kmeans-random":
+        return cluster, keys.astype(np.float64), None
+    assert score is not None and top is not None  # kmq
+    log_weight = score / temperature - top[cluster]
+    return cluster, np.log(-np.log(uniform01(keys))) - log_weight, None
+
+
+@dataclass
+class StreamedSelection:
+    """What the passes over the sample input found."""
+
+    chosen: pa.Table  # the kept rows: group, primary, secondary, id, cluster?, score?, rank
+    quota: np.ndarray  # rows per group (per cluster, or one group for random / top-k)
+    sizes: np.ndarray | None  # rows per cluster of the whole input
+    corpus_sample: pa.Array  # the ids of a keyed sample of the input, in key order
+
+
+def select_streaming(
+    dataset: InputDataset,
+    strategy: str,
+    budget: int,
+    allocation: str,
+    temperature: float,
+    seed: int,
+    score_column: str | None,
+    sample_rows: int,
+) -> StreamedSelection:
+    """A one-shot strategy's rows from two passes over the input's small columns.
+
+    Pass 1 (cluster and score columns only): cluster sizes, hence the quotas, and for kmq
+    each cluster's largest score. Pass 2 (with the ids): the bounded selection, a keyed
+    sample of ``sample_rows`` corpus ids for the diversity metrics, and the ids' keyed
+    hashes for the duplicate check, the one thing held per row (8 bytes).
+    """
+    names = dataset.schema.names
+    has_cluster = "cluster" in names
+    sizes, top = _cluster_pass(dataset, score_column if strategy == "kmq" else None,
+                               temperature) if has_cluster else (None, None)  # fmt: skip
+    per_cluster = strategy in PER_CLUSTER_DRAW
+    if per_cluster:
+        assert sizes is not None
+        quota = allocate(sizes, budget, allocation)
+    else:
+        quota = np.array([budget], dtype=np.int64)
+    selector = BoundedTop(quota, np.uint64 if strategy == "random" else np.float64)
+    corpus = BoundedTop(np.array([sample_rows]), np.uint64)
+    hashes = np.empty(dataset.rows, dtype=np.uint64)
+    wanted = ["id"] + [c for c in ("cluster", "distance", score_column) if c and c in names]
+    at = 0
+    for shard in dataset.shards:
+        if not shard.rows:
+            continue
+        for batch in shard.iter_batches(wanted, batch_rows=BATCH_ROWS):
+            ids = batch.column("id")
+            sample_keys, select_keys = row_keys_streams(ids, seed, (SAMPLE_STREAM, SELECT_STREAM))
+            hashes[at : at + len(ids)] = sample_keys
+            at += len(ids)
+            cluster = batch.column("cluster").to_numpy().astype(np.int32) if has_cluster else None
+            distance = batch.column("distance").to_numpy() if "distance" in wanted else None
+            score = checked_scores(batch, score_column, dataset.path) if score_column else None
+            group, primary, secondary = sort_keys(
+                strategy, select_keys, cluster, distance, score, top, temperature
+            )
+            payload = {name: v for name, v in (("cluster", cluster), ("score", score))
+                       if v is not None}  # fmt: skip
+            selector.add(group, primary, ids, secondary, payload)
+            corpus.add(np.zeros(len(ids), np.int32), sample_keys, ids)
+    if at != len(hashes):
+        raise DataError(f"{dataset.path}: its files hold {at:,} rows, its metadata {len(hashes):,}")
+    refuse_duplicate_ids(dataset, hashes, seed)
+    return StreamedSelection(
+        selector.result(), quota, sizes, corpus.result().column("id").combine_chunks()
+    )
+
+
+def _cluster_pass(
+    dataset: InputDataset, score_column: str | None, temperature: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows per cluster, and (given a score column) each cluster's largest score / T."""
+    columns = ["cluster"] + ([score_column] if score_column else [])
+    sizes = np.zeros(0, dtype=np.int64)
+    top = np.full(0, -np.inf)
+    for shard in dataset.shards:
+        if not shard.rows:
+            continue
+        for batch in shard.iter_batches(columns, batch_rows=BATCH_ROWS):
+            column = batch.column("cluster")
+            cluster = column.to_numpy(zero_copy_only=False)
+            if column.null_count or (len(cluster) and cluster.min() < 0):
+                raise DataError(f"{dataset.path}: column 'cluster' has a null or negative id")
+            cluster = cluster.astype(np.int64)
+            k = int(cluster.max()) + 1 if len(cluster) else 0
+            if k > len(sizes):
+                sizes = np.concatenate([sizes, np.zeros(k - len(sizes), np.int64)])
+                top = np.concatenate([top, np.full(k - len(top), -np.inf)])
+            sizes += np.bincount(cluster, minlength=len(sizes))
+            if score_column:
+                score = batch.column(score_column).to_numpy(zero_copy_only=False)
+                with np.errstate(invalid="ignore"):  # a NaN is refused, with its id, in pass 2
+                    np.maximum.at(top, cluster, score.astype(np.float64) / temperature)
+    return sizes, (top if score_column else None)
+
+
+def checked_scores(batch: pa.RecordBatch, column: str, path: object) -> np.ndarray:
+    """A batch's scores as float64; a NaN, infinite or null score is refused with its id."""
+    scores = batch.column(column)
+    values = scores.to_numpy(zero_copy_only=False).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if scores.null_count or len(bad):
+        row = batch.column("id")[int(bad[0])].as_py() if len(bad) else "?"
+        raise DataError(f"{path}: column '{column}' has a NaN, infinite or null score (id {row!r})")
+    return values
+
+
+def refuse_duplicate_ids(dataset: InputDataset, hashes: np.ndarray, seed: int) -> None:
+    """Ids must be unique across shards. Sorting the rows' 64-bit keyed hashes finds equal
+    pairs; only then are the ids behind those hashes read again and compared (two different
+    ids may share a hash)."""
+    hashes.sort()
+    same = hashes[1:] == hashes[:-1]
+    if not same.any():
+        return
+    suspects = np.unique(hashes[1:][same])
+    found = []
+    for shard in dataset.shards:
+        if not shard.rows:
+            continue
+        for batch in shard.iter_batches(["id"], batch_rows=BATCH_ROWS):
+            ids = batch.column("id")
+            keys = row_keys_streams(ids, seed, (SAMPLE_STREAM,))[0]
+            hit = np.isin(keys, suspects)
+            if hit.any():
+                found.append(ids.filter(pa.array(hit)))
+    counts = pa.concat_arrays(found).value_counts()
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        first = sorted(repeated.field("values").to_pylist())[0]
+        raise DataError(f"{dataset.path}: duplicate id {first!r} across shards")
