@@ -30,3 +30,34 @@ def test_bad_data_in_a_worker_leaves_nothing(cli, tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 1 and len(lines) == 1 and "null text" in lines[0], result.stderr
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())  # hidden files too
+
+
+def test_auto_workers_pick_processes_only_where_they_pay(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import dataselect.engine as engine
+
+    monkeypatch.setattr(engine, "usable_cores", lambda: 4)
+    single, busy = SimpleNamespace(), SimpleNamespace(uses_every_core=True)
+    assert engine.resolve_workers(engine.AUTO, single, 10, 1_000_000) == 4
+    assert engine.resolve_workers(engine.AUTO, single, 3, 1_000_000) == 3  # one per shard
+    assert engine.resolve_workers(engine.AUTO, single, 10, 1_000) == 1  # too small to pay
+    assert engine.resolve_workers(engine.AUTO, single, 1, 1_000_000) == 1
+    assert engine.resolve_workers(engine.AUTO, busy, 10, 1_000_000) == 1  # torch, FAISS
+    assert engine.resolve_workers(3, busy, 10, 10) == 3  # a count is taken as given
+
+
+def test_auto_is_the_cli_default_and_runs_worker_processes(cli, tmp_path: Path, monkeypatch):
+    """Above the row threshold, the default (auto) runs shards in processes: same bytes."""
+    import dataselect.engine as engine
+
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=3, rows=40)
+    one = cli("embed", corpus, tmp_path / "one", "--embedder", "hashing", "--workers", "1")
+    monkeypatch.setattr(engine, "AUTO_MIN_ROWS", 10)
+    auto = cli("embed", corpus, tmp_path / "auto", "--embedder", "hashing")
+    assert one.exit_code == auto.exit_code == 0, auto.stderr
+    assert "worker processes" in auto.stderr and "worker processes" not in one.stderr
+    assert files(tmp_path / "one") == files(tmp_path / "auto")
+    for bad in ("0", "two"):
+        result = cli("embed", corpus, tmp_path / "bad", "--workers", bad)
+        assert result.exit_code == 2 and "--workers" in result.stderr

@@ -3,11 +3,15 @@ at N / 2 and N rows, so memory that grows with the rows shows up.
 
 Per stage and size: wall time and peak resident memory of the real command in its own
 process (`dataselect.planning.measure_command`), rows per second; and, for the sample stage,
-the time pyarrow alone takes to read the columns it reads (id, cluster, distance of the
-cluster folder), the floor its reduction is compared with.
+two floors, each the time `pq.read_table` alone takes in a fresh process: its per-row
+columns (id, cluster, distance of the cluster folder), and every column it reads (those,
+plus all the source columns it writes the chosen rows from, plus the embed folder's id and
+embedding for the Vendi scores).
 
     python scripts/bench/scale.py                          # 10M rows, 64-d, k = 10,000
     python scripts/bench/scale.py --rows 1000000 --k 1000  # a smaller check
+    python scripts/bench/scale.py --workdir W --keep       # keep the folders in W, then
+    python scripts/bench/scale.py --workdir W --stages sample   # rerun one stage on them
 
 Writes scripts/bench/results/scale.md and .json (scale-ROWS.* when --rows is not 10M).
 """
@@ -15,6 +19,7 @@ Writes scripts/bench/results/scale.md and .json (scale-ROWS.* when --rows is not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -33,10 +38,19 @@ FILE_ROWS = 1_000_000
 READ_COLUMNS = """
 import sys, time, glob, pyarrow.parquet as pq
 started = time.perf_counter()
-for path in sorted(glob.glob(sys.argv[1] + "/part-*.parquet")):
-    pq.read_table(path, columns=["id", "cluster", "distance"])
+for spec in sys.argv[1:]:
+    folder, _, columns = spec.partition(":")
+    for path in sorted(glob.glob(folder + "/part-*.parquet")):
+        pq.read_table(path, columns=columns.split(",") if columns else None)
 print(time.perf_counter() - started)
 """
+
+
+def read_seconds(*specs: str) -> float:
+    """pyarrow's time to read FOLDER:COLUMNS (every column when none are named)."""
+    done = subprocess.run([sys.executable, "-c", READ_COLUMNS, *specs], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return round(float(done.stdout), 2)
 
 
 def write_corpus(folder: Path, rows: int, dim: int, clusters: int) -> None:
@@ -61,19 +75,33 @@ def main() -> None:
     parser.add_argument("--niter", type=int, default=20)
     parser.add_argument("--budget", default="1%")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument("--keep", action="store_true", help="keep the folders in --workdir")
+    parser.add_argument("--stages", default="embed,cluster,sample",
+                        help="stages to run; the others' folders must be in --workdir")  # fmt: skip
     args = parser.parse_args()
+    if (args.keep or args.stages != "embed,cluster,sample") and args.workdir is None:
+        parser.error("--keep and --stages need --workdir")
+    todo = args.stages.split(",")
     results = []
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = (
+            args.workdir
+            if args.keep
+            else stack.enter_context(tempfile.TemporaryDirectory(dir=args.workdir))
+        )
         for rows in (args.rows // 2, args.rows):
             root = Path(tmp) / str(rows)
-            write_corpus(root / "vectors", rows, args.dim, clusters=2 * args.k)
+            if "embed" in todo:
+                subprocess.run(["rm", "-rf", str(root)], check=False)
+                write_corpus(root / "vectors", rows, args.dim, clusters=2 * args.k)
             stages = [
                 ("embed", root / "vectors", root / "embed", "--vector-column", "vec"),
                 ("cluster", root / "embed", root / "cluster", "--k", args.k, "--niter", args.niter),
                 ("sample", root / "cluster", root / "sample", "--budget", args.budget),
             ]
-            for stage in stages:
+            for stage in [s for s in stages if s[0] in todo]:
+                subprocess.run(["rm", "-rf", str(stage[2])], check=False)
                 peak, seconds = measure_command(*stage, "-q")
                 row = {
                     "rows": rows,
@@ -83,20 +111,18 @@ def main() -> None:
                     "rows_per_second": round(rows / seconds),
                 }
                 if stage[0] == "sample":
-                    done = subprocess.run(
-                        [sys.executable, "-c", READ_COLUMNS, str(root / "cluster")],
-                        capture_output=True,
-                        text=True,
-                        check=True,
+                    columns = f"{root / 'cluster'}:id,cluster,distance"
+                    row["read_columns_seconds"] = read_seconds(columns)
+                    row["read_all_seconds"] = read_seconds(
+                        columns, f"{root / 'vectors'}:", f"{root / 'embed'}:id,embedding"
                     )
-                    row["read_columns_seconds"] = round(float(done.stdout), 2)
                 if stage[0] == "cluster":
                     manifest = json.loads((root / "cluster" / "_manifest.json").read_text())
                     row["fit_sample_rows"] = manifest["outputs"].get("sample_rows")
                 results.append(row)
                 print(row, flush=True)
-            for stage in ("vectors", "embed", "cluster", "sample"):  # free the disk
-                subprocess.run(["rm", "-rf", str(root / stage)], check=False)
+            if not args.keep:  # free the disk
+                subprocess.run(["rm", "-rf", str(root)], check=False)
     write(args, results, time.perf_counter() - started)
 
 
@@ -104,8 +130,9 @@ def write(args: argparse.Namespace, results: list[dict], seconds: float) -> None
     lines = [
         "# scale",
         "",
-        f"`python scripts/bench/scale.py --rows {args.rows} --dim {args.dim} --k {args.k}`, "
-        f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.0f} min, 2 cores. Synthetic "
+        f"`python scripts/bench/scale.py --rows {args.rows} --dim {args.dim} --k {args.k} "
+        f"--niter {args.niter}`, {time.strftime('%Y-%m-%d')}, {seconds / 60:.0f} min, 2 cores. "
+        "Synthetic "
         f"{args.dim}-d float32 blobs; embed takes the vectors (validated, normalised); cluster "
         f"k = {args.k}, {args.niter} iterations; sample kmeans-closest {args.budget}. Wall time "
         "and peak RSS of each command in its own process (start-up included).",
@@ -117,7 +144,12 @@ def write(args: argparse.Namespace, results: list[dict], seconds: float) -> None
         notes = ""
         if "read_columns_seconds" in r:
             ratio = r["seconds"] / max(r["read_columns_seconds"], 1e-9)
-            notes = f"pyarrow reads its columns in {r['read_columns_seconds']} s: {ratio:.1f}x"
+            notes = (
+                f"pyarrow reads its per-row columns in {r['read_columns_seconds']} s: {ratio:.1f}x"
+            )
+        if "read_all_seconds" in r:
+            ratio = r["seconds"] / max(r["read_all_seconds"], 1e-9)
+            notes += f"; everything it reads in {r['read_all_seconds']} s: {ratio:.1f}x"
         if r.get("fit_sample_rows"):
             notes = f"fit sample {r['fit_sample_rows']:,} rows"
         lines.append(

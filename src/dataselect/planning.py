@@ -53,6 +53,7 @@ POOL_BYTES_PER_ROW = 250.0  # keys, cluster, distance, score, decisions, reasons
 STREAM_BYTES_PER_ROW = 8.0  # a streamed selection holds one id hash per row
 CHOSEN_BYTES_PER_ID_BYTE = 6.0  # a selected id: candidates, decisions, the id set
 CHOSEN_BYTES_PER_ROW = 200.0  # a selected row: sort keys, rank, reason, id set hashes
+WORKER_START_SECONDS = 1.5  # a spawned worker: Python, the imports, the stage unpickled
 
 
 @dataclass
@@ -134,8 +135,34 @@ started = time.perf_counter()
 pid = os.fork()
 if pid == 0:
     os.execv(sys.executable, [sys.executable, "-m", "dataselect", *sys.argv[1:]])
-_, status, usage = os.wait4(pid, 0)
-print(usage.ru_maxrss, time.perf_counter() - started, os.waitstatus_to_exitcode(status))
+page = os.sysconf("SC_PAGE_SIZE")
+
+def tree_rss(root):
+    parent, rss = {}, {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(name)], rss[int(name)] = int(fields[1]), int(fields[21]) * page
+    total, todo = 0, [root]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(c for c, pp in parent.items() if pp == p)
+    return total
+
+tree_peak = 0
+while True:
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if done:
+        break
+    tree_peak = max(tree_peak, tree_rss(pid))
+    time.sleep(0.05)
+peak = max(usage.ru_maxrss, tree_peak // 1024)
+print(peak, time.perf_counter() - started, os.waitstatus_to_exitcode(status))
 """
 
 
@@ -143,13 +170,15 @@ def measure_command(*args: object) -> tuple[float, float]:
     """Run `dataselect ARGS` in a child and return its peak resident memory (MB) and wall
     seconds: how the estimates are checked (tests, scripts/bench/dry_run.py). The child is
     forked from a small launcher, because Linux counts the forking process's memory in a
-    child's peak (a large caller would otherwise inflate it)."""
+    child's peak (a large caller would otherwise inflate it). The peak is the larger of the
+    child's own (wait4) and the sum over it and its worker processes, sampled every 50 ms
+    (``--workers``: each worker is a process of its own)."""
     import subprocess
 
     done = subprocess.run(
         [sys.executable, "-c", _LAUNCHER, *map(str, args)], capture_output=True, text=True
     )
-    peak, seconds, code = done.stdout.split()
+    peak, seconds, code = done.stdout.split()[-3:]
     if int(code) != 0:
         raise RuntimeError(f"dataselect {' '.join(map(str, args))}: {done.stderr.strip()}")
     return int(peak) * 1024 / MB, float(seconds)
@@ -294,6 +323,19 @@ def rows_to_process(action: str, shape: DataShape) -> int:
         done = int(action.split()[1])
         return round(shape.rows * (1 - done / max(shape.shards, 1)))
     return shape.rows
+
+
+def planned_workers(uses_every_core: bool, shape: DataShape, todo: int) -> int:
+    """The worker processes the run would use (``--workers``, auto resolved as the local
+    engine resolves it; the shards to do are counted in proportion to the rows)."""
+    from dataselect.engine import current_engine, resolve_workers
+
+    choice = current_engine()
+    if choice.name != "local" or not todo:
+        return 1
+    shards = max(1, round(shape.shards * todo / max(shape.rows, 1)))
+    stage = type("Stage", (), {"uses_every_core": uses_every_core})
+    return resolve_workers(choice.workers, stage, shards, todo)
 
 
 def manifest_for(stage: str, params: dict[str, Any], dataset: InputDataset) -> Manifest:
@@ -483,6 +525,11 @@ def plan_embed(
     vector_bytes = stage.dim * 4
     # the read batch decoded, and its vectors: computed, normalised, written
     memory = base * MB + shape.decode_bytes(READ_ROWS) + 3 * READ_ROWS * vector_bytes
+    workers = planned_workers(stage.uses_every_core, shape, todo)
+    seconds = startup + per_row * todo
+    if workers > 1:  # each worker a process like this one; the parent only publishes
+        memory = base * MB + workers * memory
+        seconds = startup + WORKER_START_SECONDS + per_row * todo / workers
     out_shape = written_shape(shape, action, stage.dim, shape.id_bytes + 4, vector_bytes, READ_ROWS)
     plan = Plan(
         stage="embed",
@@ -493,13 +540,14 @@ def plan_embed(
         rows=shape.rows,
         rows_to_process=todo,
         peak_memory_mb=memory / MB,
-        seconds=startup + per_row * todo,
+        seconds=seconds,
         output_mb=shape.rows * out_shape.bytes_per_row / MB,
         details={
             "embedder": stage.params()["embedder"],
             "dim": stage.dim,
             "probe_rows": batch.num_rows,
             "rows_per_second": round(1 / per_row, 1),
+            "workers": workers,
         },
     )
     return plan, out_shape
@@ -661,6 +709,11 @@ def plan_score(
         + LIST_DECODE_COPIES * min(READ_ROWS, shape.rows) * vector_bytes  # embeddings read
         + FLAT_DECODE_COPIES * fit_rows * vector_bytes  # a probe's training rows
     )
+    workers = planned_workers(False, shape, todo)
+    seconds = startup + per_row * todo
+    if workers > 1:  # the fits stay in this process; each worker holds the fitted scorers
+        memory = base * MB + workers * memory
+        seconds = startup + WORKER_START_SECONDS + per_row * todo / workers
     out_row = shape.id_bytes + 4 + 4 * columns_out
     out_shape = written_shape(shape, action, shape.dim, out_row, group_rows=READ_ROWS)
     plan = Plan(
@@ -672,9 +725,9 @@ def plan_score(
         rows=shape.rows,
         rows_to_process=todo,
         peak_memory_mb=memory / MB,
-        seconds=startup + per_row * todo,
+        seconds=seconds,
         output_mb=shape.rows * out_row / MB,
-        details={"scorers": list(config.scorers), "fit_rows": fit_rows},
+        details={"scorers": list(config.scorers), "fit_rows": fit_rows, "workers": workers},
         notes=notes,
     )
     return plan, out_shape
@@ -772,6 +825,13 @@ def plan_sample(
         )
         + 2 * vendi_rows * dim * 4
     )
+    write_out = todo * source_read
+    workers = planned_workers(False, source_shape, todo)
+    if workers > 1:  # the chosen rows written out by workers, each a process like this one
+        chosen_bytes = selected * (CHOSEN_BYTES_PER_ID_BYTE * shape.id_bytes + CHOSEN_BYTES_PER_ROW)
+        per_worker = base * MB + chosen_bytes + source_shape.decode_bytes(1 << 15)
+        memory = max(memory, base * MB + chosen_bytes + workers * per_worker)
+        write_out = WORKER_START_SECONDS + write_out / workers
     return Plan(
         stage="sample",
         input=str(input),
@@ -783,13 +843,14 @@ def plan_sample(
         peak_memory_mb=memory / MB,
         # the per-row columns, the reduction, the source rows joined back, and one pass
         # over the embeddings for the diversity metrics (selected rows and corpus sample)
-        seconds=startup + todo * (read + reduce + source_read + embed_read),
+        seconds=startup + todo * (read + reduce + embed_read) + write_out,
         output_mb=selected * (source_shape.bytes_per_row + shape.id_bytes + 60) / MB,
         details={
             "strategy": config.strategy,
             "budget_rows": budget,
             "read_seconds": round(todo * (read + source_read + embed_read), 1),
             "reduction_seconds": round(todo * reduce, 1),
+            "workers": workers,
         },
         notes=notes,
     )

@@ -36,11 +36,13 @@ RayAddress = Annotated[
     ),
 ]
 Workers = Annotated[
-    int,
+    str,
     typer.Option(
         "--workers",
-        help="--engine local: shards in this many processes at once (each loads the stage's "
-        "model); the same bytes as 1.",
+        help="--engine local: shards in this many processes at once, or auto: one per core "
+        "when the stage's per-shard work is single-threaded (hashing or vector embed, score, "
+        "sample) and there are 200,000 rows or more in 2 shards or more; else 1 (MiniLM and "
+        "the k-means assignment already use every core). The same bytes whatever the count.",
     ),
 ]
 DryRun = Annotated[
@@ -53,7 +55,7 @@ DryRun = Annotated[
 ]
 
 
-def on_engine(engine: str, address: str | None, workers: int, action: Callable[[], Any]) -> Any:
+def on_engine(engine: str, address: str | None, workers: str, action: Callable[[], Any]) -> Any:
     """Run ``action`` (a stage call) on the chosen engine."""
     from dataselect.engine import use_engine
 

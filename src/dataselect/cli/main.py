@@ -122,7 +122,7 @@ def embed(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
-    workers: Workers = 1,
+    workers: Workers = "auto",
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -147,7 +147,12 @@ def embed(
     if dry_run:
         from dataselect.planning import plan_embed
 
-        plan, _ = run_command(debug, lambda: plan_embed(input, output, config, overwrite))
+        plan, _ = run_command(
+            debug,
+            lambda: on_engine(
+                engine, ray_address, workers, lambda: plan_embed(input, output, config, overwrite)
+            ),
+        )
         return emit_plans([plan], json_summary)
     result = run_command(
         debug,
@@ -201,7 +206,7 @@ def cluster(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
-    workers: Workers = 1,
+    workers: Workers = "auto",
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -354,7 +359,7 @@ def score(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
-    workers: Workers = 1,
+    workers: Workers = "auto",
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -386,7 +391,12 @@ def score(
     if dry_run:
         from dataselect.planning import plan_score
 
-        plan, _ = run_command(debug, lambda: plan_score(input, output, config, overwrite))
+        plan, _ = run_command(
+            debug,
+            lambda: on_engine(
+                engine, ray_address, workers, lambda: plan_score(input, output, config, overwrite)
+            ),
+        )
         return emit_plans([plan], json_summary)
     result = run_command(
         debug,
@@ -426,8 +436,8 @@ SAMPLE_EPILOG = (
     "is OUTPUT/pulls.parquet.\n\n"
     "OUTPUT gets the selected rows with all their source columns (part-NNNNN.parquet, "
     "part i from source shard i), decisions.parquet (the selected rows, sorted by id: id, "
-    "cluster, score, selected, reason) and selection.json (parameters, counts per cluster, Vendi scores of the "
-    "selection and of the corpus, cluster coverage and entropy)."
+    "cluster, score, selected, reason) and selection.json (parameters, counts per cluster, "
+    "Vendi scores of the selection and of the corpus, cluster coverage and entropy)."
 )
 
 
@@ -513,7 +523,7 @@ def sample(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
-    workers: Workers = 1,
+    workers: Workers = "auto",
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -546,7 +556,12 @@ def sample(
     if dry_run:
         from dataselect.planning import plan_sample
 
-        plan = run_command(debug, lambda: plan_sample(input, output, config, overwrite))
+        plan = run_command(
+            debug,
+            lambda: on_engine(
+                engine, ray_address, workers, lambda: plan_sample(input, output, config, overwrite)
+            ),
+        )
         return emit_plans([plan], json_summary)
     result = run_command(
         debug,
@@ -613,7 +628,7 @@ def run_config(
     dry_run: DryRun = False,
     engine: EngineName = "local",
     ray_address: RayAddress = None,
-    workers: Workers = 1,
+    workers: Workers = "auto",
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
@@ -625,7 +640,12 @@ def run_config(
     if dry_run:
         from dataselect.planning import plan_run
 
-        plans = run_command(debug, lambda: plan_run(load_config(config, set_)))
+        plans = run_command(
+            debug,
+            lambda: on_engine(
+                engine, ray_address, workers, lambda: plan_run(load_config(config, set_))
+            ),
+        )
         return emit_plans(plans, json_summary)
 
     def action() -> dict:

@@ -87,6 +87,7 @@ def load_centroids(path: str | Path, dim: int, metric: str) -> np.ndarray:
 class ClusterStage:
     name = "cluster"
     artifacts = (CENTROIDS, CLUSTERS, FIT_FACTS)
+    uses_every_core = True  # FAISS's assignment search (see ``engine.resolve_workers``)
 
     def __init__(self, dataset: InputDataset, config: ClusterConfig) -> None:
         config.check()

@@ -78,6 +78,11 @@ class EmbedStage(PerRowStage):
 
     name = "embed"
 
+    @property
+    def uses_every_core(self) -> bool:
+        """MiniLM's torch already runs on every core (see ``engine.resolve_workers``)."""
+        return self.embedder is not None and self.embedder.name == "minilm"
+
     def __init__(self, dataset: InputDataset, config: EmbedConfig) -> None:
         config.check()
         self.config = config

@@ -48,7 +48,12 @@ def run_local(
     reporter: Reporter,
     workers: int = 1,
 ) -> None:
+    from dataselect.engine import resolve_workers
+
+    todo = [s for s in dataset.shards if not output.is_done(s.index)]
+    workers = resolve_workers(workers, stage, len(todo), sum(s.rows or 0 for s in todo))
     if workers > 1:
+        reporter.log(f"{len(todo)} shards in {workers} worker processes")
         return run_processes(stage, dataset, output, reporter, workers)
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
     written = 0

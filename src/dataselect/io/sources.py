@@ -53,12 +53,16 @@ class InputShard:
         return record
 
     def iter_batches(
-        self, columns: Sequence[str], batch_rows: int = 8192
+        self, columns: Sequence[str], batch_rows: int = 8192, threads: bool = False
     ) -> Iterator[pa.RecordBatch]:
-        """Yield record batches holding ``columns`` (in that order), wrapping read errors."""
+        """Yield record batches holding ``columns`` (in that order), wrapping read errors.
+
+        ``threads`` decodes a Parquet row group's columns on pyarrow's thread pool: for
+        passes that only read (the sample stage's); stages whose own work already uses every
+        core (FAISS, torch) decode in their thread."""
         try:
             if self.format == "parquet":
-                yield from self._parquet_batches(columns, batch_rows)
+                yield from self._parquet_batches(columns, batch_rows, threads)
             elif self.format == "arrow":
                 yield from self._arrow_batches(columns, batch_rows)
             else:
@@ -68,7 +72,9 @@ class InputShard:
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"cannot read {self.path}: {_one_line(exc)}") from exc
 
-    def _parquet_batches(self, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def _parquet_batches(
+        self, columns: Sequence[str], batch_rows: int, threads: bool
+    ) -> Iterator[pa.RecordBatch]:
         """One row group at a time, so memory holds one row group, however long the shard."""
         with pq.ParquetFile(self.path) as reader:
             groups = self.row_groups
@@ -79,7 +85,7 @@ class InputShard:
                     batch_size=batch_rows,
                     row_groups=[group],
                     columns=list(columns),
-                    use_threads=False,
+                    use_threads=threads,
                 )
 
     def _arrow_batches(self, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:

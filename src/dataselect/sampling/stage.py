@@ -413,7 +413,8 @@ class SampleStage:
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
         id_column = self.lineage.id_column
         offset = 0
-        for batch in shard.iter_batches(self.lineage.source.schema.names, batch_rows=1 << 15):
+        names = self.lineage.source.schema.names
+        for batch in shard.iter_batches(names, batch_rows=1 << 15, threads=True):
             ids = batch_ids(batch, shard, offset, id_column)
             offset += batch.num_rows
             keep = pa.array(self.chosen_set.contains(ids))
@@ -531,7 +532,7 @@ def embeddings_of(embed_folder: Path, wanted: list[pa.Array], dim: int) -> list[
     every = IdSet(pa.concat_arrays([w.cast(wanted[0].type) for w in wanted]).unique())
     found_ids, found = [], []
     for shard in open_input(embed_folder).shards:
-        for batch in shard.iter_batches(["id", "embedding"], batch_rows=1 << 15):
+        for batch in shard.iter_batches(["id", "embedding"], batch_rows=1 << 15, threads=True):
             hit = batch.filter(pa.array(every.contains(batch.column("id"))))
             if hit.num_rows:
                 found_ids.append(hit.column("id"))

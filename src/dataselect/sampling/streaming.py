@@ -177,7 +177,7 @@ def select_streaming(
     for shard in dataset.shards:
         if not shard.rows:
             continue
-        for batch in shard.iter_batches(wanted, batch_rows=BATCH_ROWS):
+        for batch in shard.iter_batches(wanted, batch_rows=BATCH_ROWS, threads=True):
             ids = batch.column("id")
             sample_keys, select_keys = row_keys_streams(ids, seed, (SAMPLE_STREAM, SELECT_STREAM))
             hashes[at : at + len(ids)] = sample_keys
