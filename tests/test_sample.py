@@ -296,3 +296,22 @@ def test_token_budget_from_a_numeric_column(tmp_path: Path) -> None:
     result = sample(tmp_path / "cluster", tmp_path / "sel", config, quiet=True)
     assert result.manifest.outputs["budget_rows"] == 25
     assert result.manifest.outputs["tokens_selected"] == 250
+
+
+@pytest.mark.parametrize("strategy", ["kmeans-closest", "iterative"])
+def test_an_id_in_two_shards_is_refused_and_nothing_is_left(tmp_path: Path, strategy: str) -> None:
+    """Each shard's ids are unique (embed checks that); the sample stage checks across shards:
+    streamed (kmeans-closest) and in memory (iterative) alike."""
+    source = write_texts(tmp_path / "data", 300, 3, None)
+    first = pq.read_table(source / "d-000.parquet")
+    last = pq.read_table(source / "d-002.parquet")
+    ids = last.column("id").to_pylist()
+    ids[7] = first.column("id")[3].as_py()
+    pq.write_table(last.set_column(0, "id", pa.array(ids)), source / "d-002.parquet")
+    embed(source, tmp_path / "embed", EmbedConfig(embedder="hashing", dim=32), quiet=True)
+    cluster(tmp_path / "embed", tmp_path / "cluster", ClusterConfig(k=8), quiet=True)
+    out = tmp_path / "sel"
+    with pytest.raises(DataError, match="duplicate id 't0000"):
+        sample(tmp_path / "cluster", out, SampleConfig(strategy=strategy, budget="10%"),
+               quiet=True)  # fmt: skip
+    assert not out.exists() or not any(out.iterdir())

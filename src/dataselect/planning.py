@@ -440,11 +440,10 @@ def reduction_seconds_per_row(
     strategy: str, id_bytes: float, rows: int, share: float, streams: bool
 ) -> float:
     """Seconds per row of the sample stage's own work besides reading: the strategy
-    (streamed, or over the in-memory pool sorted by id) and the two lookups of every id in
-    the selected set (source rows, embeddings), timed on up to 100,000 synthetic rows with
-    the same budget ``share``. Iterative and bandit are timed as kmeans-random (their probe
-    fits and pulls are not included)."""
-    from dataselect.keyed import IdSet, row_keys, row_keys_streams
+    (streamed, or over the in-memory pool sorted by id), timed on up to 100,000 synthetic
+    rows with the same budget ``share``. Iterative and bandit are timed as kmeans-random
+    (their probe fits and pulls are not included)."""
+    from dataselect.keyed import row_keys, row_keys_streams
     from dataselect.sampling.strategies import PER_CLUSTER_DRAW, Pool, allocate, select
     from dataselect.sampling.streaming import BoundedTop, sort_keys
 
@@ -472,18 +471,13 @@ def reduction_seconds_per_row(
                 simple, keys, cluster[part], distance[part], score[part], top, 1.0
             )
             chosen.add(group, primary, batch, secondary)
-        chosen_ids = chosen.result().column("id")
+        chosen.result()
     else:
         table = pa.table({"id": ids, "cluster": cluster}).sort_by([("id", "ascending")])
         sorted_ids = table.column("id").combine_chunks()
         pool = Pool(row_keys(sorted_ids, 0, 2), table.column("cluster").to_numpy(), distance,
                     score)  # fmt: skip
-        chosen_ids = sorted_ids.take(pa.array(select(pool, simple, budget, "proportional",
-                                                     1.0).rows))  # fmt: skip
-    lookup = IdSet(chosen_ids)
-    for _ in range(2):
-        for start in range(0, n, 1 << 15):
-            lookup.contains(ids.slice(start, 1 << 15))
+        select(pool, simple, budget, "proportional", 1.0)
     return (time.perf_counter() - started) / n
 
 
@@ -748,6 +742,7 @@ def plan_sample(
     from dataselect.sampling.stage import (
         METRICS_SAMPLE_ROWS,
         ONE_SHOT,
+        SampleStage,
         check_sample_input,
         parse_budget,
         strategy_params,
@@ -826,7 +821,7 @@ def plan_sample(
         + 2 * vendi_rows * dim * 4
     )
     write_out = todo * source_read
-    workers = planned_workers(False, source_shape, todo)
+    workers = planned_workers(SampleStage.uses_every_core, source_shape, todo)
     if workers > 1:  # the chosen rows written out by workers, each a process like this one
         chosen_bytes = selected * (CHOSEN_BYTES_PER_ID_BYTE * shape.id_bytes + CHOSEN_BYTES_PER_ROW)
         per_worker = base * MB + chosen_bytes + source_shape.decode_bytes(1 << 15)

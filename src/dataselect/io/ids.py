@@ -7,6 +7,8 @@ so re-cutting files into shards keeps ids stable).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -54,11 +56,7 @@ def batch_ids(
 ) -> pa.Array:
     """The ids of one batch whose first row is row ``offset`` of ``shard``."""
     if id_column is None:
-        start = shard.first_row + offset
-        return pa.array(
-            [f"{shard.relpath}:{row}" for row in range(start, start + batch.num_rows)],
-            type=pa.string(),
-        )
+        return derived_ids(shard, range(offset, offset + batch.num_rows))
     ids = batch.column(id_column)
     if ids.null_count:
         row = shard.first_row + offset + _first_null(ids)
@@ -71,6 +69,12 @@ def batch_ids(
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return ids.cast(pa.string())
     raise DataError(f"{shard.path}: id column '{id_column}' holds {kind}, not text or integers")
+
+
+def derived_ids(shard: InputShard, rows: Iterable[int]) -> pa.Array:
+    """The derived ids of rows ``rows`` (0-based within ``shard``) of a source without ids."""
+    start = shard.first_row
+    return pa.array([f"{shard.relpath}:{start + int(row)}" for row in rows], type=pa.string())
 
 
 def check_unique(ids: pa.Array, shard: InputShard) -> None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from dataselect.errors import DataError, UsageError
 from dataselect.inspection import describe_stage, stage_folders
 from dataselect.io.sources import open_input
-from dataselect.keyed import row_keys
+from dataselect.keyed import IdSet, row_keys
 from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 PROJECTION_ROWS = 5_000  # corpus rows in the 2-D picture
@@ -171,10 +171,10 @@ def _project(data: ReportData, embed_folder: Path, ids: pa.Array, seed: int) -> 
     vectors: dict[Any, np.ndarray] = {}
     dataset = open_input(embed_folder)
     dim = int(dataset.schema.field("embedding").type.list_size)
+    lookup = IdSet(wanted)
     for shard in dataset.shards:
-        for batch in shard.iter_batches(["id", "embedding"]):
-            keep = pc.is_in(batch.column("id"), value_set=wanted)
-            picked = batch.filter(keep)
+        for batch in shard.iter_batches(["id", "embedding"], batch_rows=1 << 16, threads=True):
+            picked = batch.filter(pa.array(lookup.contains(batch.column("id"))))
             if picked.num_rows:
                 x = picked.column("embedding").flatten().to_numpy().reshape(-1, dim)
                 vectors.update(zip(picked.column("id").to_pylist(), x, strict=True))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,10 @@ import pyarrow.parquet as pq
 from dataselect.clustering.kmeans import SAMPLE_STREAM
 from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
-from dataselect.io.ids import batch_ids
+from dataselect.io.ids import batch_ids, derived_ids
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_input, open_stage_input
-from dataselect.keyed import IdSet, row_keys
+from dataselect.keyed import row_keys
 from dataselect.lineage import trace_lineage
 from dataselect.manifest import MANIFEST_NAME, read_manifest
 from dataselect.sampling.bandit import BanditParams, BanditResult, NeighbourCredit, run_bandit
@@ -205,6 +206,9 @@ def check_sample_input(dataset: InputDataset, config: SampleConfig) -> None:
 class SampleStage:
     name = "sample"
     artifacts = (DECISIONS, SELECTION, PULLS)
+    # its write-out decodes on pyarrow's threads, and is a small part of the stage: worker
+    # processes measured slower (14.8 s against 7.0 s at 5M rows, scripts/bench/scale.py)
+    uses_every_core = True
 
     def __init__(self, dataset: InputDataset, config: SampleConfig) -> None:
         config.check()
@@ -230,11 +234,11 @@ class SampleStage:
                 self.budget, self.tokens_selected = self._rows_for_tokens(config.budget_tokens)
         extra = [pa.field("id", pa.string())] if self.lineage.id_column is None else []
         self.schema = pa.schema(extra + list(self.lineage.source.schema))
-        self.chosen: pa.Array | None = None
+        self.positions: dict[int, pa.Table] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """What a worker process needs to write its shard: not the pool."""
-        return {"lineage": self.lineage, "chosen_set": self.chosen_set, "schema": self.schema}
+        return {"lineage": self.lineage, "positions": self.positions, "schema": self.schema}
 
     def _read_pool(self) -> tuple[pa.Array, Pool]:
         """The small per-row columns of every shard, in id order; duplicate ids are refused."""
@@ -244,13 +248,15 @@ class SampleStage:
             if c and c in self.dataset.schema.names
         ]
         tables = [
-            pa.Table.from_batches(list(shard.iter_batches(wanted, batch_rows=1 << 16)))
+            with_positions(
+                pa.Table.from_batches(list(shard.iter_batches(wanted, batch_rows=1 << 16))),
+                number,
+            )
+            for number, shard in enumerate(self.dataset.shards)
             if shard.rows
-            else None
-            for shard in self.dataset.shards
         ]
-        table = pa.concat_tables([t for t in tables if t is not None])
-        table = table.sort_by([("id", "ascending")])
+        table = pa.concat_tables(tables).sort_by([("id", "ascending")])
+        self.pool_positions = table.select(["shard", "row"])
         ids = table.column("id").combine_chunks()
         if len(ids) > 1:
             same = pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1))
@@ -374,14 +380,19 @@ class SampleStage:
             self._choose_streaming()
         else:
             self._choose_in_memory(output)
-        self.chosen = self.decisions.column("id").combine_chunks()
-        self.chosen_set = IdSet(self.chosen)
+        self.positions = rows_by_shard(self.chosen_rows)
+        sources = len(self.lineage.source.shards)
+        if sources != len(self.dataset.shards):
+            raise DataError(f"{self.lineage.source.path}: {sources} shards, but "
+                            f"{self.dataset.path} has {len(self.dataset.shards)}: the source "
+                            "no longer matches the embed stage")  # fmt: skip
 
     def _choose_streaming(self) -> None:
         config = self.config
         found = select_streaming(self.dataset, config.strategy, self.budget,
                                  config.resolved_allocation, config.temperature, config.seed,
-                                 config.score_column, METRICS_SAMPLE_ROWS)  # fmt: skip
+                                 config.score_column, METRICS_SAMPLE_ROWS,
+                                 self._cluster_sizes())  # fmt: skip
         chosen = found.chosen
         group, rank = chosen.column("group").to_numpy(), chosen.column("rank").to_numpy()
         self.decisions = decisions_table(
@@ -390,8 +401,23 @@ class SampleStage:
             chosen.column("score") if "score" in chosen.column_names else None,
             reason_texts(config.strategy, group, rank, found.quota),
         )
+        self.chosen_rows = chosen.select(["id", "shard", "row"])
         self.sizes = found.sizes
         self.corpus_sample = found.corpus_sample
+        self.duplicate_check: Future[None] | None = found.duplicate_check
+
+    def _cluster_sizes(self) -> np.ndarray | None:
+        """Rows per cluster from the cluster stage's clusters.parquet, when it is there."""
+        from dataselect.clustering.stage import CLUSTERS
+
+        folder = self.lineage.cluster_folder
+        if folder is None or not (folder / CLUSTERS).exists():
+            return None
+        table = pq.read_table(folder / CLUSTERS, columns=["cluster", "size"])
+        cluster = table.column("cluster").to_numpy()
+        sizes = np.zeros(int(cluster.max()) + 1 if len(cluster) else 0, dtype=np.int64)
+        sizes[cluster] = table.column("size").to_numpy()
+        return sizes
 
     def _choose_in_memory(self, output: StageOutput) -> None:
         self.selection = self._select(self.budget, output)
@@ -408,23 +434,40 @@ class SampleStage:
         self.sizes = None
         if pool.cluster is not None:
             self.sizes = np.bincount(pool.cluster, minlength=int(pool.cluster.max()) + 1)
-        self.corpus_sample = keyed_sample(self.ids, self.config.seed, METRICS_SAMPLE_ROWS)
+        every = self.pool_positions.add_column(0, "id", self.ids)
+        self.chosen_rows = every.take(rows)
+        self.corpus_sample = keyed_sample(every, self.config.seed, METRICS_SAMPLE_ROWS)
 
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
+        """The chosen rows of one source shard, taken by position (shard i of the input is
+        shard i of the source, row for row); their ids are checked against the selection."""
+        chosen = self.positions.get(shard.index)
+        if chosen is None:
+            return
         id_column = self.lineage.id_column
+        rows = chosen.column("row").to_numpy()
         offset = 0
         names = self.lineage.source.schema.names
-        for batch in shard.iter_batches(names, batch_rows=1 << 15, threads=True):
-            ids = batch_ids(batch, shard, offset, id_column)
+        for batch in shard.iter_batches(names, batch_rows=1 << 16, threads=True):
+            first, last = np.searchsorted(rows, [offset, offset + batch.num_rows])
+            if last > first:
+                picked = batch.take(pa.array(rows[first:last] - offset))
+                if id_column is None:
+                    ids = derived_ids(shard, rows[first:last])
+                    picked = pa.RecordBatch.from_arrays(
+                        [ids, *picked.columns], names=["id", *picked.schema.names]
+                    )
+                else:
+                    ids = batch_ids(picked, shard, 0, id_column)
+                if not ids.equals(chosen.column("id").slice(first, last - first).combine_chunks()):
+                    raise DataError(f"{shard.describe()}: its rows no longer match the "
+                                    "embed stage's (rerun the stages after it)")  # fmt: skip
+                yield picked
             offset += batch.num_rows
-            keep = pa.array(self.chosen_set.contains(ids))
-            if id_column is None:
-                batch = pa.RecordBatch.from_arrays(
-                    [ids, *batch.columns], names=["id", *batch.schema.names]
-                )
-            yield batch.filter(keep)
 
     def finish(self, output: StageOutput) -> dict[str, Any]:
+        if getattr(self, "duplicate_check", None) is not None:
+            self.duplicate_check.result()  # its DataError, if any
         written = sum(int(r["rows"]) for r in output.done.values())
         if written != self.decisions.num_rows:
             raise DataError(
@@ -487,7 +530,7 @@ class SampleStage:
             facts["corpus_cluster_entropy"] = round(counts_entropy(self.sizes), 4)
         # one pass over the embeddings: a keyed sample of the selected rows, and the corpus
         # sample (the fit sample's keyed rule), each in key order
-        selected = keyed_sample(self.chosen, self.config.seed, METRICS_SAMPLE_ROWS)
+        selected = keyed_sample(self.chosen_rows, self.config.seed, METRICS_SAMPLE_ROWS)
         vectors = embeddings_of(self.lineage.embed_folder, [selected, self.corpus_sample],
                                 int(self.lineage.embed.params["dim"]))  # fmt: skip
         facts["vendi_selected"] = vendi_scores(vectors[0])
@@ -517,36 +560,70 @@ def decisions_table(
     return pa.table(columns).sort_by([("id", "ascending")]).combine_chunks()
 
 
-def keyed_sample(ids: pa.Array, seed: int, rows: int) -> pa.Array:
-    """At most ``rows`` of ``ids``: those with the smallest keyed hash, in key order (the
-    k-means fit sample's rule), taken a chunk at a time."""
+def keyed_sample(table: pa.Table, seed: int, rows: int) -> pa.Table:
+    """At most ``rows`` rows of ``table`` (id, shard, row): those whose id has the smallest
+    keyed hash, in key order (the k-means fit sample's rule), taken a chunk at a time."""
     top = BoundedTop(np.array([rows]), np.uint64)
-    for start in range(0, len(ids), 1 << 16):
-        chunk = ids.slice(start, 1 << 16)
-        top.add(np.zeros(len(chunk), np.int32), row_keys(chunk, seed, SAMPLE_STREAM), chunk)
-    return top.result().column("id").combine_chunks() if len(ids) else ids
+    for start in range(0, table.num_rows, 1 << 16):
+        chunk = table.slice(start, 1 << 16)
+        ids = chunk.column("id").combine_chunks()
+        where = {name: chunk.column(name).to_numpy() for name in ("shard", "row")}
+        top.add(np.zeros(len(ids), np.int32), row_keys(ids, seed, SAMPLE_STREAM), ids,
+                payload=where)  # fmt: skip
+    if not table.num_rows:
+        return table
+    return top.result().select(["id", "shard", "row"]).combine_chunks()
 
 
-def embeddings_of(embed_folder: Path, wanted: list[pa.Array], dim: int) -> list[np.ndarray]:
-    """The vectors of each list of ids, in its order, from one pass over the embed folder."""
-    every = IdSet(pa.concat_arrays([w.cast(wanted[0].type) for w in wanted]).unique())
-    found_ids, found = [], []
-    for shard in open_input(embed_folder).shards:
-        for batch in shard.iter_batches(["id", "embedding"], batch_rows=1 << 15, threads=True):
-            hit = batch.filter(pa.array(every.contains(batch.column("id"))))
-            if hit.num_rows:
-                found_ids.append(hit.column("id"))
-                found.append(vectors_of(hit, dim))
-    ids = pa.concat_arrays(found_ids) if found_ids else wanted[0].slice(0, 0)
-    vectors = np.concatenate(found) if found else np.zeros((0, dim), np.float32)
-    result = []
-    for w in wanted:
-        at = pc.index_in(w, value_set=ids)
-        if at.null_count:
-            raise DataError(f"{embed_folder}: {at.null_count:,} selected or sampled ids are "
-                            "not in the embed folder")  # fmt: skip
-        result.append(vectors[at.to_numpy(zero_copy_only=False)])
-    return result
+def with_positions(table: pa.Table, shard: int) -> pa.Table:
+    """``table`` (one input shard's rows, in order) with its shard number and row numbers."""
+    table = table.append_column("shard", pa.array(np.full(table.num_rows, shard, np.int32)))
+    return table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+def rows_by_shard(rows: pa.Table) -> dict[int, pa.Table]:
+    """Rows (id, shard, row) grouped by shard, each group sorted by row."""
+    rows = rows.sort_by([("shard", "ascending"), ("row", "ascending")])
+    shard = rows.column("shard").to_numpy()
+    cuts = np.flatnonzero(np.diff(shard)) + 1
+    return {
+        int(shard[start]): rows.slice(start, end - start).combine_chunks()
+        for start, end in zip([0, *cuts], [*cuts, len(shard)], strict=True)
+        if end > start
+    }
+
+
+def embeddings_of(embed_folder: Path, wanted: list[pa.Table], dim: int) -> list[np.ndarray]:
+    """The vectors of each table of rows (id, shard, row), in its order, from one pass over
+    the embed folder, taken by position (input shard i is embed shard i, row for row) and
+    checked by id."""
+    every = pa.concat_tables([w.select(["id", "shard", "row"]) for w in wanted])
+    shard, row = every.column("shard").to_numpy(), every.column("row").to_numpy()
+    order = np.lexsort((row, shard))
+    shard, row = shard[order], row[order]
+    ids = every.column("id").combine_chunks().take(pa.array(order))
+    vectors = np.zeros((len(order), dim), dtype=np.float32)
+    found = 0
+    for number, part in enumerate(open_input(embed_folder).shards):
+        lo, hi = np.searchsorted(shard, [number, number + 1])
+        if hi == lo:
+            continue
+        offset = 0
+        for batch in part.iter_batches(["id", "embedding"], batch_rows=1 << 16, threads=True):
+            first, last = lo + np.searchsorted(row[lo:hi], [offset, offset + batch.num_rows])
+            if last > first:
+                picked = batch.take(pa.array(row[first:last] - offset))
+                if not picked.column("id").equals(ids.slice(first, last - first)):
+                    raise DataError(f"{part.describe()}: its rows no longer match the "
+                                    "selection's input (rerun the stages after it)")  # fmt: skip
+                vectors[order[first:last]] = vectors_of(picked, dim)
+                found += last - first
+            offset += batch.num_rows
+    if found != len(order):
+        raise DataError(f"{embed_folder}: {len(order) - found:,} selected or sampled rows are "
+                        "not in the embed folder")  # fmt: skip
+    bounds = np.cumsum([0] + [w.num_rows for w in wanted])
+    return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def vectors_of(batch: pa.RecordBatch, dim: int) -> np.ndarray:

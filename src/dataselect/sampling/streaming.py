@@ -12,6 +12,7 @@ result equals sorting every row at once (tests/test_streaming.py checks it again
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,7 +140,8 @@ class StreamedSelection:
     chosen: pa.Table  # the kept rows: group, primary, secondary, id, cluster?, score?, rank
     quota: np.ndarray  # rows per group (per cluster, or one group for random / top-k)
     sizes: np.ndarray | None  # rows per cluster of the whole input
-    corpus_sample: pa.Array  # the ids of a keyed sample of the input, in key order
+    corpus_sample: pa.Table  # id, shard, row of a keyed sample of the input, in key order
+    duplicate_check: Future[None]  # raises DataError on an id found in two shards
 
 
 def select_streaming(
@@ -151,6 +153,7 @@ def select_streaming(
     seed: int,
     score_column: str | None,
     sample_rows: int,
+    known_sizes: np.ndarray | None = None,
 ) -> StreamedSelection:
     """A one-shot strategy's rows from two passes over the input's small columns.
 
@@ -158,11 +161,21 @@ def select_streaming(
     each cluster's largest score. Pass 2 (with the ids): the bounded selection, a keyed
     sample of ``sample_rows`` corpus ids for the diversity metrics, and the ids' keyed
     hashes for the duplicate check, the one thing held per row (8 bytes).
+
+    ``known_sizes`` (the cluster stage's clusters.parquet) spares pass 1 where only the
+    sizes are needed; pass 2 then counts the rows per cluster and refuses a mismatch.
     """
     names = dataset.schema.names
     has_cluster = "cluster" in names
-    sizes, top = _cluster_pass(dataset, score_column if strategy == "kmq" else None,
-                               temperature) if has_cluster else (None, None)  # fmt: skip
+    if has_cluster and known_sizes is not None and strategy != "kmq":
+        sizes, top = np.asarray(known_sizes, dtype=np.int64), None
+    elif has_cluster:
+        sizes, top = _cluster_pass(dataset, score_column if strategy == "kmq" else None,
+                                   temperature)  # fmt: skip
+    else:
+        sizes, top = None, None
+    counted = np.zeros(0 if sizes is None else len(sizes), dtype=np.int64)
+    streams = (SAMPLE_STREAM,) if strategy == "kmeans-closest" else (SAMPLE_STREAM, SELECT_STREAM)
     per_cluster = strategy in PER_CLUSTER_DRAW
     if per_cluster:
         assert sizes is not None
@@ -174,15 +187,25 @@ def select_streaming(
     hashes = np.empty(dataset.rows, dtype=np.uint64)
     wanted = ["id"] + [c for c in ("cluster", "distance", score_column) if c and c in names]
     at = 0
-    for shard in dataset.shards:
+    for number, shard in enumerate(dataset.shards):
         if not shard.rows:
             continue
+        offset = 0
         for batch in shard.iter_batches(wanted, batch_rows=BATCH_ROWS, threads=True):
             ids = batch.column("id")
-            sample_keys, select_keys = row_keys_streams(ids, seed, (SAMPLE_STREAM, SELECT_STREAM))
+            where = {  # where each row is: the input's shard i maps to source and embed shard i
+                "shard": np.full(len(ids), number, dtype=np.int32),
+                "row": np.arange(offset, offset + len(ids), dtype=np.int64),
+            }
+            offset += len(ids)
+            sample_keys, *select = row_keys_streams(ids, seed, streams)
+            select_keys = select[0] if select else sample_keys  # kmeans-closest: unused
             hashes[at : at + len(ids)] = sample_keys
             at += len(ids)
-            cluster = batch.column("cluster").to_numpy().astype(np.int32) if has_cluster else None
+            cluster = None
+            if has_cluster:
+                cluster = checked_clusters(batch.column("cluster"), len(counted), dataset.path)
+                counted += np.bincount(cluster, minlength=len(counted))
             distance = batch.column("distance").to_numpy() if "distance" in wanted else None
             score = checked_scores(batch, score_column, dataset.path) if score_column else None
             group, primary, secondary = sort_keys(
@@ -190,14 +213,20 @@ def select_streaming(
             )
             payload = {name: v for name, v in (("cluster", cluster), ("score", score))
                        if v is not None}  # fmt: skip
-            selector.add(group, primary, ids, secondary, payload)
-            corpus.add(np.zeros(len(ids), np.int32), sample_keys, ids)
+            selector.add(group, primary, ids, secondary, payload | where)
+            corpus.add(np.zeros(len(ids), np.int32), sample_keys, ids, payload=where)
     if at != len(hashes):
         raise DataError(f"{dataset.path}: its files hold {at:,} rows, its metadata {len(hashes):,}")
-    refuse_duplicate_ids(dataset, hashes, seed)
-    return StreamedSelection(
-        selector.result(), quota, sizes, corpus.result().column("id").combine_chunks()
-    )
+    if sizes is not None and not np.array_equal(counted, sizes):
+        raise DataError(f"{dataset.path}: its cluster column does not match the cluster "
+                        "stage's clusters.parquet (rerun the stages after it)")  # fmt: skip
+    # sorting 8 bytes a row takes a while (0.6 s at 10M): it runs beside the write-out and
+    # the stage waits for it before finishing (a failure then rolls back what was written)
+    pool = ThreadPoolExecutor(max_workers=1)
+    duplicate_check = pool.submit(refuse_duplicate_ids, dataset, hashes, seed)
+    pool.shutdown(wait=False)
+    corpus_sample = corpus.result().select(["id", "shard", "row"]).combine_chunks()
+    return StreamedSelection(selector.result(), quota, sizes, corpus_sample, duplicate_check)
 
 
 def _cluster_pass(
@@ -226,6 +255,17 @@ def _cluster_pass(
                 with np.errstate(invalid="ignore"):  # a NaN is refused, with its id, in pass 2
                     np.maximum.at(top, cluster, score.astype(np.float64) / temperature)
     return sizes, (top if score_column else None)
+
+
+def checked_clusters(column: pa.Array, k: int, path: object) -> np.ndarray:
+    """A batch's cluster ids as int32; null, negative, or (with ``k`` clusters) too large
+    ones are refused."""
+    if column.null_count:
+        raise DataError(f"{path}: column 'cluster' has a null or negative id")
+    cluster = column.to_numpy().astype(np.int32)
+    if len(cluster) and (cluster.min() < 0 or cluster.max() >= k):
+        raise DataError(f"{path}: column 'cluster' has an id outside 0..{k - 1}")
+    return cluster
 
 
 def checked_scores(batch: pa.RecordBatch, column: str, path: object) -> np.ndarray:
