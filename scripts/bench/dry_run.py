@@ -90,7 +90,8 @@ def write(rows: list[dict], seconds: float) -> None:
         "",
         f"`python scripts/bench/dry_run.py`, {time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min, "
         "2 cores. Estimate: `--dry-run --json`; measured: the same command run for real in "
-        "its own process (peak RSS from wait4, wall time including start-up, bytes in OUTPUT).",
+        "its own process (peak memory of it and its worker processes, wall time including "
+        "start-up, bytes in OUTPUT).",
         "",
         "| corpus | stage | memory est. / measured (MB) | ratio | time est. / measured (s) "
         "| ratio | output est. / measured (MB) |",

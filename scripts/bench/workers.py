@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,28 +37,34 @@ print(sum(1 for node in ray.nodes() if node["Alive"]))
 """
 
 
+# Ray 2.60 turns token authentication on where ~/.ray/auth_token exists; this local test
+# cluster runs without it (a real cluster would propagate the token to every node instead)
+CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
 def embed(source: Path, out: Path, *options: str) -> float:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "dataselect", "embed", str(source), str(out), "--embedder",
          "hashing", "-q", *options],
         check=True,
+        env=CLUSTER_ENV if "--ray-address" in options else None,
     )  # fmt: skip
     return time.perf_counter() - started
 
 
-def start_cluster(temp: Path) -> str:
+def start_cluster() -> str:
     """A head and one more node on this machine, one CPU each; returns the address."""
     address = f"127.0.0.1:{PORT}"
     common = ["--num-cpus", "1", "--disable-usage-stats"]
     subprocess.run([RAY, "start", "--head", "--port", str(PORT), "--include-dashboard",
-                    "false", "--temp-dir", str(temp), *common], check=True,
-                   capture_output=True)  # fmt: skip
+                    "false", *common], check=True, capture_output=True,
+                   env=CLUSTER_ENV)  # fmt: skip
     subprocess.run([RAY, "start", "--address", address, *common], check=True,
-                   capture_output=True)  # fmt: skip
+                   capture_output=True, env=CLUSTER_ENV)  # fmt: skip
     for _ in range(30):  # the second raylet registers within a few seconds
         done = subprocess.run([sys.executable, "-c", NODES, address], capture_output=True,
-                              text=True, check=True)  # fmt: skip
+                              text=True, check=True, env=CLUSTER_ENV)  # fmt: skip
         if int(done.stdout.split()[-1]) == 2:
             return address
         time.sleep(1)
@@ -87,12 +94,13 @@ def main() -> None:
         for i, (name, options) in enumerate(runs):
             out = root / f"run-{i}"
             if options[-1] == "--ray-address":
-                options = [*options, start_cluster(Path("/tmp") / f"ray-bench-{PORT}")]
+                options = [*options, start_cluster()]
             try:
                 seconds = embed(root / "t0", out, *options)
             finally:
                 if "--ray-address" in options:
-                    subprocess.run([RAY, "stop", "--force"], capture_output=True, check=False)
+                    subprocess.run([RAY, "stop", "--force"], capture_output=True, check=False,
+                                   env=CLUSTER_ENV)  # fmt: skip
             shards = {p.name: p.read_bytes() for p in sorted(out.glob("part-*"))}
             reference = reference or shards
             rows.append(
