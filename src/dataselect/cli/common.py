@@ -40,9 +40,10 @@ Workers = Annotated[
     typer.Option(
         "--workers",
         help="--engine local: shards in this many processes at once, or auto: one per core "
-        "when the stage's per-shard work is single-threaded (hashing or vector embed, score, "
-        "sample) and there are 200,000 rows or more in 2 shards or more; else 1 (MiniLM and "
-        "the k-means assignment already use every core). The same bytes whatever the count.",
+        "when the stage's per-shard work is single-threaded (hashing or vector embed, score) "
+        "and there are 200,000 rows or more in 2 shards or more; else 1 (MiniLM, the k-means "
+        "assignment and the sample stage's threaded reads already use every core). The same "
+        "bytes whatever the count.",
     ),
 ]
 DryRun = Annotated[

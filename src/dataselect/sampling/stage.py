@@ -207,7 +207,7 @@ class SampleStage:
     name = "sample"
     artifacts = (DECISIONS, SELECTION, PULLS)
     # its write-out decodes on pyarrow's threads, and is a small part of the stage: worker
-    # processes measured slower (14.8 s against 7.0 s at 5M rows, scripts/bench/scale.py)
+    # processes measured slower (15-16 s against 6-9 s at 5M rows; README, "Engines")
     uses_every_core = True
 
     def __init__(self, dataset: InputDataset, config: SampleConfig) -> None:
