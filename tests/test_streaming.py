@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_parquet_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataselect.errors import DataError
 from dataselect.keyed import IdSet, row_keys
 from dataselect.sampling.strategies import PER_CLUSTER_DRAW, Pool, allocate, reason_texts, select
 from dataselect.sampling.streaming import SELECT_STREAM, BoundedTop, sort_keys
@@ -98,3 +105,44 @@ def test_id_set_survives_hash_collisions(monkeypatch) -> None:
     probes = pa.array([f"m{i}" for i in range(0, 20, 2)] + ["x", "y"])
     got = keyed.IdSet(members).contains(probes)
     assert got.tolist() == pc.is_in(probes, value_set=members).to_pylist()
+
+
+def test_coverage_is_the_same_streamed_and_in_memory_with_an_empty_last_cluster(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """clusters.parquet lists a centroid that got no rows; streamed (sizes from that file)
+    and in-memory (sizes from the rows) must report the same cluster metrics."""
+    import dataselect.sampling.stage as stage
+    from dataselect import ClusterConfig, EmbedConfig, SampleConfig, cluster, embed, sample
+
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=2, rows=60)
+    embed(corpus, tmp_path / "embed", EmbedConfig(embedder="hashing", dim=16), quiet=True)
+    x = pq.read_table(tmp_path / "embed").column("embedding").combine_chunks()
+    x = x.flatten().to_numpy().reshape(-1, 16)
+    np.save(tmp_path / "c.npy", np.vstack([x[0], x[50], x[100], x[0]]).astype(np.float32))
+    cluster(tmp_path / "embed", tmp_path / "cluster",
+            ClusterConfig(centroids=str(tmp_path / "c.npy")), quiet=True)  # fmt: skip
+    sizes = pq.read_table(tmp_path / "cluster" / "clusters.parquet").column("size").to_pylist()
+    assert len(sizes) == 4 and sizes[3] == 0  # the duplicate centroid loses every tie
+    config = SampleConfig(strategy="kmeans-random", budget="20")
+    sample(tmp_path / "cluster", tmp_path / "streamed", config, quiet=True)
+    monkeypatch.setattr(stage, "ONE_SHOT", ())  # force the in-memory pool
+    sample(tmp_path / "cluster", tmp_path / "pool", config, quiet=True)
+    streamed, pool = (json.loads((tmp_path / n / "selection.json").read_text())
+                      for n in ("streamed", "pool"))  # fmt: skip
+    for key in ("cluster_coverage", "cluster_entropy", "counts_per_cluster", "rows_selected"):
+        assert streamed[key] == pool[key], key
+    assert (tmp_path / "streamed" / "decisions.parquet").read_bytes() == (
+        tmp_path / "pool" / "decisions.parquet"
+    ).read_bytes()
+
+
+def test_an_overflowing_score_over_temperature_is_refused_in_both_paths() -> None:
+    ids = pa.array([f"r{i:03d}" for i in range(20)])
+    cluster = np.zeros(20, np.int32)
+    score = np.full(20, 1e308)
+    keys = row_keys(ids, 0, SELECT_STREAM)
+    with pytest.raises(DataError, match="overflows"):
+        select(Pool(keys, cluster, None, score), "kmq", 10, "proportional", 0.5)
+    with pytest.raises(DataError, match="overflows"):
+        sort_keys("kmq", keys, cluster, None, score, np.zeros(1), 0.5)

@@ -417,7 +417,9 @@ class SampleStage:
         cluster = table.column("cluster").to_numpy()
         sizes = np.zeros(int(cluster.max()) + 1 if len(cluster) else 0, dtype=np.int64)
         sizes[cluster] = table.column("size").to_numpy()
-        return sizes
+        # up to the last cluster with rows, as when the sizes are counted from the rows
+        # (cluster coverage divides by this count)
+        return sizes[: int(np.flatnonzero(sizes).max()) + 1] if sizes.any() else sizes
 
     def _choose_in_memory(self, output: StageOutput) -> None:
         self.selection = self._select(self.budget, output)

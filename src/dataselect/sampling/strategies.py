@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dataselect.errors import DataError
+
 STRATEGIES = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq", "iterative", "bandit")
 NEEDS_CLUSTERS = ("kmeans-closest", "kmeans-random", "kmq", "iterative", "bandit")
 NEEDS_SCORE = ("top-k", "kmq", "bandit")
@@ -105,6 +107,19 @@ def allocate_weighted(shares: np.ndarray, capacity: np.ndarray, budget: int) -> 
     return quota
 
 
+def softmax_logits(score: np.ndarray, temperature: float) -> np.ndarray:
+    """score / T, refused when it overflows (a huge score over a small T): the draw's
+    weights would be NaN."""
+    with np.errstate(over="ignore"):
+        logits = np.asarray(score, dtype=np.float64) / temperature
+    if not np.isfinite(logits).all():
+        raise DataError(
+            f"score / --temperature overflows (largest |score| {np.abs(score).max():.3g}, "
+            f"T {temperature:g}): use a larger --temperature or rescale the scores"
+        )
+    return logits
+
+
 def within_cluster_order(pool: Pool, temperature: float) -> tuple[np.ndarray, np.ndarray]:
     """Every row, grouped by cluster, each cluster's rows in the order they are drawn:
     a weighted draw without replacement with weight softmax(score / T) when the pool has a
@@ -115,7 +130,7 @@ def within_cluster_order(pool: Pool, temperature: float) -> tuple[np.ndarray, np
     if pool.score is None:
         rank_key = pool.keys.astype(np.float64)
     else:
-        logits = pool.score / temperature
+        logits = softmax_logits(pool.score, temperature)
         top = np.full(k, -np.inf)
         np.maximum.at(top, pool.cluster, logits)
         log_weight = logits - top[pool.cluster]

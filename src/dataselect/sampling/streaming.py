@@ -23,7 +23,7 @@ from dataselect.clustering.kmeans import SAMPLE_STREAM
 from dataselect.errors import DataError
 from dataselect.io.sources import InputDataset
 from dataselect.keyed import row_keys_streams
-from dataselect.sampling.strategies import PER_CLUSTER_DRAW, allocate, uniform01
+from dataselect.sampling.strategies import PER_CLUSTER_DRAW, allocate, softmax_logits, uniform01
 
 SORT_KEYS = [("group", "ascending"), ("primary", "ascending"), ("secondary", "ascending"),
              ("id", "ascending")]  # fmt: skip
@@ -129,7 +129,7 @@ def sort_keys(
     if strategy == "kmeans-random":
         return cluster, keys.astype(np.float64), None
     assert score is not None and top is not None  # kmq
-    log_weight = score / temperature - top[cluster]
+    log_weight = softmax_logits(score, temperature) - top[cluster]
     return cluster, np.log(-np.log(uniform01(keys))) - log_weight, None
 
 
@@ -252,8 +252,9 @@ def _cluster_pass(
             sizes += np.bincount(cluster, minlength=len(sizes))
             if score_column:
                 score = batch.column(score_column).to_numpy(zero_copy_only=False)
-                with np.errstate(invalid="ignore"):  # a NaN is refused, with its id, in pass 2
-                    np.maximum.at(top, cluster, score.astype(np.float64) / temperature)
+                score = score.astype(np.float64)
+                finite = np.isfinite(score)  # a NaN is refused, with its id, in pass 2
+                np.maximum.at(top, cluster[finite], softmax_logits(score[finite], temperature))
     return sizes, (top if score_column else None)
 
 
