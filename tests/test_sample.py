@@ -298,10 +298,18 @@ def test_token_budget_from_a_numeric_column(tmp_path: Path) -> None:
     assert result.manifest.outputs["tokens_selected"] == 250
 
 
-@pytest.mark.parametrize("strategy", ["kmeans-closest", "iterative"])
-def test_an_id_in_two_shards_is_refused_and_nothing_is_left(tmp_path: Path, strategy: str) -> None:
+@pytest.mark.parametrize("strategy", ["kmeans-closest", "iterative", "spilled"])
+def test_an_id_in_two_shards_is_refused_and_nothing_is_left(
+    tmp_path: Path, strategy: str, monkeypatch
+) -> None:
     """Each shard's ids are unique (embed checks that); the sample stage checks across shards:
-    streamed (kmeans-closest) and in memory (iterative) alike."""
+    streamed (kmeans-closest, its hashes in memory or spilled to files) and in memory
+    (iterative) alike."""
+    if strategy == "spilled":
+        from dataselect.sampling.streaming import HashBuckets
+
+        monkeypatch.setattr(HashBuckets, "MEMORY_ROWS", 10)
+        strategy = "kmeans-closest"
     source = write_texts(tmp_path / "data", 300, 3, None)
     first = pq.read_table(source / "d-000.parquet")
     last = pq.read_table(source / "d-002.parquet")

@@ -10,9 +10,10 @@ shards and rows that means. The estimates:
   plus the buffers that grow with the data: the k-means sample (n_s x d float32, which FAISS
   holds about twice), the assignment's in-flight batches (workers + 2.5 of them), Parquet
   row groups being decoded (about 3 x their uncompressed size), and the sample stage's
-  per-row state: 8 bytes a row (the id hashes of the duplicate check) for the one-shot
-  strategies, which stream; about 3 x the id length + 250 bytes a row for iterative, bandit
-  and token budgets, which hold every row. The factors were measured on this machine's runs
+  per-row state: 8 bytes a row (the id hashes of the duplicate check; a sixteenth of that
+  past 1M rows, when they go to temporary files) for the one-shot strategies, which
+  stream; about 3 x the id length + 250 bytes a row for iterative, bandit and token
+  budgets, which hold every row. The factors were measured on this machine's runs
   (README, "dry-run");
 - output size from the rows, the vector size and the ids' mean length.
 
@@ -50,7 +51,7 @@ LIST_DECODE_COPIES = 14.0  # decoding a list (vector) column: levels, builders, 
 FLAT_DECODE_COPIES = 3.0  # decoding a flat column: pages, arrays, batches
 POOL_BYTES_PER_ID_BYTE = 3.0  # the sample stage's id column: read, sorted, combined
 POOL_BYTES_PER_ROW = 250.0  # keys, cluster, distance, score, decisions, reasons
-STREAM_BYTES_PER_ROW = 8.0  # a streamed selection holds one id hash per row
+STREAM_BYTES_PER_ROW = 8.0  # a streamed selection keeps one id hash per row
 CHOSEN_BYTES_PER_ID_BYTE = 6.0  # a selected id: candidates, decisions, the id set
 CHOSEN_BYTES_PER_ROW = 200.0  # a selected row: sort keys, rank, reason, id set hashes
 WORKER_START_SECONDS = 1.5  # a spawned worker: Python, the imports, the stage unpickled
@@ -747,6 +748,7 @@ def plan_sample(
         parse_budget,
         strategy_params,
     )
+    from dataselect.sampling.streaming import HashBuckets
 
     config.check()
     base = current_rss_mb()
@@ -804,11 +806,10 @@ def plan_sample(
         if todo
         else 0.0
     )
-    per_row = (
-        STREAM_BYTES_PER_ROW
-        if streams
-        else POOL_BYTES_PER_ID_BYTE * shape.id_bytes + POOL_BYTES_PER_ROW
-    )
+    per_row = POOL_BYTES_PER_ID_BYTE * shape.id_bytes + POOL_BYTES_PER_ROW
+    if streams:  # the id hashes: in memory, or spilled and sorted a bucket at a time
+        spilled = shape.rows > HashBuckets.MEMORY_ROWS
+        per_row = STREAM_BYTES_PER_ROW / (HashBuckets.BUCKETS if spilled else 1)
     selected = budget if budget is not None else shape.rows
     memory = (
         base * MB

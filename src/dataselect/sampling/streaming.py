@@ -12,6 +12,8 @@ result equals sorting every row at once (tests/test_streaming.py checks it again
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -160,7 +162,7 @@ def select_streaming(
     Pass 1 (cluster and score columns only): cluster sizes, hence the quotas, and for kmq
     each cluster's largest score. Pass 2 (with the ids): the bounded selection, a keyed
     sample of ``sample_rows`` corpus ids for the diversity metrics, and the ids' keyed
-    hashes for the duplicate check, the one thing held per row (8 bytes).
+    hashes for the duplicate check (8 bytes a row, on disk past ``HashBuckets.MEMORY_ROWS``).
 
     ``known_sizes`` (the cluster stage's clusters.parquet) spares pass 1 where only the
     sizes are needed; pass 2 then counts the rows per cluster and refuses a mismatch.
@@ -184,7 +186,7 @@ def select_streaming(
         quota = np.array([budget], dtype=np.int64)
     selector = BoundedTop(quota, np.uint64 if strategy == "random" else np.float64)
     corpus = BoundedTop(np.array([sample_rows]), np.uint64)
-    hashes = np.empty(dataset.rows, dtype=np.uint64)
+    hashes = HashBuckets(dataset.rows)
     wanted = ["id"] + [c for c in ("cluster", "distance", score_column) if c and c in names]
     at = 0
     for number, shard in enumerate(dataset.shards):
@@ -200,7 +202,7 @@ def select_streaming(
             offset += len(ids)
             sample_keys, *select = row_keys_streams(ids, seed, streams)
             select_keys = select[0] if select else sample_keys  # kmeans-closest: unused
-            hashes[at : at + len(ids)] = sample_keys
+            hashes.add(sample_keys)
             at += len(ids)
             cluster = None
             if has_cluster:
@@ -215,8 +217,10 @@ def select_streaming(
                        if v is not None}  # fmt: skip
             selector.add(group, primary, ids, secondary, payload | where)
             corpus.add(np.zeros(len(ids), np.int32), sample_keys, ids, payload=where)
-    if at != len(hashes):
-        raise DataError(f"{dataset.path}: its files hold {at:,} rows, its metadata {len(hashes):,}")
+    if at != dataset.rows:
+        raise DataError(
+            f"{dataset.path}: its files hold {at:,} rows, its metadata {dataset.rows:,}"
+        )
     if sizes is not None and not np.array_equal(counted, sizes):
         raise DataError(f"{dataset.path}: its cluster column does not match the cluster "
                         "stage's clusters.parquet (rerun the stages after it)")  # fmt: skip
@@ -280,15 +284,61 @@ def checked_scores(batch: pa.RecordBatch, column: str, path: object) -> np.ndarr
     return values
 
 
-def refuse_duplicate_ids(dataset: InputDataset, hashes: np.ndarray, seed: int) -> None:
+class HashBuckets:
+    """Every row's 64-bit id hash, for finding repeats: in memory for up to ``MEMORY_ROWS``
+    rows, else spilled to 16 anonymous temporary files by the hash's top 4 bits (deleted by
+    the system even after a crash), so that memory holds one bucket at a time (1/16th)."""
+
+    MEMORY_ROWS = 1 << 20
+    BUCKETS = 16
+
+    def __init__(self, rows: int) -> None:
+        self.memory: list[np.ndarray] | None = [] if rows <= self.MEMORY_ROWS else None
+        self.files = [] if self.memory is not None else [
+            tempfile.TemporaryFile(prefix="dataselect-ids-") for _ in range(self.BUCKETS)
+        ]  # fmt: skip
+
+    def add(self, hashes: np.ndarray) -> None:
+        if self.memory is not None:
+            self.memory.append(hashes)
+            return
+        bucket = (hashes >> np.uint64(60)).astype(np.int8)
+        try:
+            for b, file in enumerate(self.files):
+                hashes[bucket == b].tofile(file)
+        except OSError as exc:
+            raise DataError(
+                f"cannot write the duplicate-id check's temporary files in "
+                f"{tempfile.gettempdir()} ({exc.strerror}); set TMPDIR to a larger disk"
+            ) from exc
+
+    def repeated(self) -> np.ndarray:
+        """The hashes that occur more than once (a bucket in memory at a time)."""
+        found = []
+        for part in self._buckets():
+            part.sort()
+            found.append(np.unique(part[1:][part[1:] == part[:-1]]))
+        return np.concatenate(found) if found else np.zeros(0, np.uint64)
+
+    def _buckets(self) -> Iterator[np.ndarray]:
+        if self.memory is not None:
+            if self.memory:
+                yield np.concatenate(self.memory)
+            return
+        for file in self.files:
+            file.seek(0)
+            part = np.fromfile(file, dtype=np.uint64)
+            file.close()
+            yield part
+
+
+def refuse_duplicate_ids(dataset: InputDataset, hashes: HashBuckets, seed: int) -> None:
     """Ids must be unique across shards. Sorting the rows' 64-bit keyed hashes finds equal
     pairs; only then are the ids behind those hashes read again and compared (two different
     ids may share a hash)."""
-    hashes.sort()
-    same = hashes[1:] == hashes[:-1]
-    if not same.any():
+    suspects = hashes.repeated()
+    if not len(suspects):
         return
-    suspects = np.unique(hashes[1:][same])
     found = []
     for shard in dataset.shards:
         if not shard.rows:
