@@ -64,6 +64,17 @@ class ClusterConfig:
             raise UsageError("--niter and --max-points-per-centroid must be at least 1")
 
 
+def read_cluster_sizes(folder: Path) -> np.ndarray | None:
+    """Rows per cluster id (index = cluster) from a cluster folder's clusters.parquet."""
+    if not (folder / CLUSTERS).exists():
+        return None
+    table = pq.read_table(folder / CLUSTERS, columns=["cluster", "size"])
+    cluster = table.column("cluster").to_numpy()
+    sizes = np.zeros(int(cluster.max()) + 1 if len(cluster) else 0, dtype=np.int64)
+    sizes[cluster] = table.column("size").to_numpy()
+    return sizes
+
+
 def load_centroids(path: str | Path, dim: int, metric: str) -> np.ndarray:
     try:
         centroids = np.load(path, allow_pickle=False)

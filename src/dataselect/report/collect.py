@@ -114,11 +114,9 @@ def collect(path: str | Path, seed: int = 0) -> ReportData:
         else None
     )
     by_stage = {info.manifest.stage: info.folder for info in stages}
-    sizes = None
-    if "cluster" in by_stage and (by_stage["cluster"] / "clusters.parquet").exists():
-        table = pq.read_table(by_stage["cluster"] / "clusters.parquet", columns=["cluster", "size"])
-        sizes = np.zeros(int(pc.max(table.column("cluster")).as_py()) + 1, dtype=np.int64)
-        sizes[table.column("cluster").to_numpy()] = table.column("size").to_numpy()
+    from dataselect.clustering.stage import read_cluster_sizes  # (loads FAISS)
+
+    sizes = read_cluster_sizes(by_stage["cluster"]) if "cluster" in by_stage else None
     data = ReportData(selection_folder, stages, selection, selected, cluster, sizes)
     data.scores = {
         name: rows.column(name).to_numpy(zero_copy_only=False).astype(np.float64)

@@ -11,7 +11,7 @@ cluster, score, selected, reason) and selection.json (parameters, counts, metric
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -235,6 +235,12 @@ class SampleStage:
         extra = [pa.field("id", pa.string())] if self.lineage.id_column is None else []
         self.schema = pa.schema(extra + list(self.lineage.source.schema))
         self.positions: dict[int, pa.Table] = {}
+        self.duplicate_check: Future[None] | None = None  # streamed: awaited in finish
+        sources = len(self.lineage.source.shards)
+        if sources != len(dataset.shards):
+            raise DataError(f"{self.lineage.source.path}: {sources} shards, but "
+                            f"{dataset.path} has {len(dataset.shards)}: the source "
+                            "no longer matches the embed stage")  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:
         """What a worker process needs to write its shard: not the pool."""
@@ -381,11 +387,6 @@ class SampleStage:
         else:
             self._choose_in_memory(output)
         self.positions = rows_by_shard(self.chosen_rows)
-        sources = len(self.lineage.source.shards)
-        if sources != len(self.dataset.shards):
-            raise DataError(f"{self.lineage.source.path}: {sources} shards, but "
-                            f"{self.dataset.path} has {len(self.dataset.shards)}: the source "
-                            "no longer matches the embed stage")  # fmt: skip
 
     def _choose_streaming(self) -> None:
         config = self.config
@@ -404,22 +405,19 @@ class SampleStage:
         self.chosen_rows = chosen.select(["id", "shard", "row"])
         self.sizes = found.sizes
         self.corpus_sample = found.corpus_sample
-        self.duplicate_check: Future[None] | None = found.duplicate_check
+        self.duplicate_check = found.duplicate_check
 
     def _cluster_sizes(self) -> np.ndarray | None:
-        """Rows per cluster from the cluster stage's clusters.parquet, when it is there."""
-        from dataselect.clustering.stage import CLUSTERS
+        """Rows per cluster from the cluster stage's clusters.parquet, when it is there, up
+        to the last cluster with rows, as when the sizes are counted from the rows (cluster
+        coverage divides by this count)."""
+        from dataselect.clustering.stage import read_cluster_sizes
 
         folder = self.lineage.cluster_folder
-        if folder is None or not (folder / CLUSTERS).exists():
-            return None
-        table = pq.read_table(folder / CLUSTERS, columns=["cluster", "size"])
-        cluster = table.column("cluster").to_numpy()
-        sizes = np.zeros(int(cluster.max()) + 1 if len(cluster) else 0, dtype=np.int64)
-        sizes[cluster] = table.column("size").to_numpy()
-        # up to the last cluster with rows, as when the sizes are counted from the rows
-        # (cluster coverage divides by this count)
-        return sizes[: int(np.flatnonzero(sizes).max()) + 1] if sizes.any() else sizes
+        sizes = None if folder is None else read_cluster_sizes(folder)
+        if sizes is None or not sizes.any():
+            return sizes
+        return sizes[: int(np.flatnonzero(sizes).max()) + 1]
 
     def _choose_in_memory(self, output: StageOutput) -> None:
         self.selection = self._select(self.budget, output)
@@ -448,27 +446,22 @@ class SampleStage:
             return
         id_column = self.lineage.id_column
         rows = chosen.column("row").to_numpy()
-        offset = 0
-        names = self.lineage.source.schema.names
-        for batch in shard.iter_batches(names, batch_rows=1 << 16, threads=True):
-            first, last = np.searchsorted(rows, [offset, offset + batch.num_rows])
-            if last > first:
-                picked = batch.take(pa.array(rows[first:last] - offset))
-                if id_column is None:
-                    ids = derived_ids(shard, rows[first:last])
-                    picked = pa.RecordBatch.from_arrays(
-                        [ids, *picked.columns], names=["id", *picked.schema.names]
-                    )
-                else:
-                    ids = batch_ids(picked, shard, 0, id_column)
-                if not ids.equals(chosen.column("id").slice(first, last - first).combine_chunks()):
-                    raise DataError(f"{shard.describe()}: its rows no longer match the "
-                                    "embed stage's (rerun the stages after it)")  # fmt: skip
-                yield picked
-            offset += batch.num_rows
+        batches = shard.iter_batches(self.lineage.source.schema.names, 1 << 16, threads=True)
+        for first, last, picked in rows_at(batches, rows):
+            if id_column is None:
+                ids = derived_ids(shard, rows[first:last])
+                picked = pa.RecordBatch.from_arrays(
+                    [ids, *picked.columns], names=["id", *picked.schema.names]
+                )
+            else:
+                ids = batch_ids(picked, shard, 0, id_column)
+            if not ids.equals(chosen.column("id").slice(first, last - first).combine_chunks()):
+                raise DataError(f"{shard.describe()}: its rows no longer match the "
+                                "embed stage's (rerun the stages after it)")  # fmt: skip
+            yield picked
 
     def finish(self, output: StageOutput) -> dict[str, Any]:
-        if getattr(self, "duplicate_check", None) is not None:
+        if self.duplicate_check is not None:
             self.duplicate_check.result()  # its DataError, if any
         written = sum(int(r["rows"]) for r in output.done.values())
         if written != self.decisions.num_rows:
@@ -577,6 +570,19 @@ def keyed_sample(table: pa.Table, seed: int, rows: int) -> pa.Table:
     return top.result().select(["id", "shard", "row"]).combine_chunks()
 
 
+def rows_at(
+    batches: Iterable[pa.RecordBatch], rows: np.ndarray
+) -> Iterator[tuple[int, int, pa.RecordBatch]]:
+    """The rows at the sorted positions ``rows`` of a shard read batch by batch: for each
+    batch holding some, (first, last, those rows) with ``rows[first:last]`` their positions."""
+    offset = 0
+    for batch in batches:
+        first, last = (int(i) for i in np.searchsorted(rows, [offset, offset + batch.num_rows]))
+        if last > first:
+            yield first, last, batch.take(pa.array(rows[first:last] - offset))
+        offset += batch.num_rows
+
+
 def with_positions(table: pa.Table, shard: int) -> pa.Table:
     """``table`` (one input shard's rows, in order) with its shard number and row numbers."""
     table = table.append_column("shard", pa.array(np.full(table.num_rows, shard, np.int32)))
@@ -610,17 +616,13 @@ def embeddings_of(embed_folder: Path, wanted: list[pa.Table], dim: int) -> list[
         lo, hi = np.searchsorted(shard, [number, number + 1])
         if hi == lo:
             continue
-        offset = 0
-        for batch in part.iter_batches(["id", "embedding"], batch_rows=1 << 16, threads=True):
-            first, last = lo + np.searchsorted(row[lo:hi], [offset, offset + batch.num_rows])
-            if last > first:
-                picked = batch.take(pa.array(row[first:last] - offset))
-                if not picked.column("id").equals(ids.slice(first, last - first)):
-                    raise DataError(f"{part.describe()}: its rows no longer match the "
-                                    "selection's input (rerun the stages after it)")  # fmt: skip
-                vectors[order[first:last]] = vectors_of(picked, dim)
-                found += last - first
-            offset += batch.num_rows
+        batches = part.iter_batches(["id", "embedding"], 1 << 16, threads=True)
+        for first, last, picked in rows_at(batches, row[lo:hi]):
+            if not picked.column("id").equals(ids.slice(lo + first, last - first)):
+                raise DataError(f"{part.describe()}: its rows no longer match the "
+                                "selection's input (rerun the stages after it)")  # fmt: skip
+            vectors[order[lo + first : lo + last]] = vectors_of(picked, dim)
+            found += last - first
     if found != len(order):
         raise DataError(f"{embed_folder}: {len(order) - found:,} selected or sampled rows are "
                         "not in the embed folder")  # fmt: skip

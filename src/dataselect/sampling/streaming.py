@@ -83,9 +83,10 @@ class BoundedTop:
     def _prune(self) -> None:
         table = pa.concat_tables(self.parts).sort_by(SORT_KEYS)
         group = table.column("group").to_numpy()
-        rank = np.arange(len(group)) - np.searchsorted(group, group, side="left")
-        table = table.filter(pa.array(rank < self.quota[group]))
-        group, rank = group[rank < self.quota[group]], rank[rank < self.quota[group]]
+        rank = ranks_in_groups(group)
+        kept = rank < self.quota[group]
+        table = table.filter(pa.array(kept))
+        group, rank = group[kept], rank[kept]
         last = rank == self.quota[group] - 1  # the last row of a full group: its cut-off
         primary = table.column("primary").to_numpy()
         self.cut[group[last]] = primary[last]
@@ -99,9 +100,14 @@ class BoundedTop:
             return pa.table({"group": pa.array([], pa.int32()), "rank": pa.array([], pa.int64())})
         self._prune()
         table = self.parts[0]
-        group = table.column("group").to_numpy()
-        rank = np.arange(len(group)) - np.searchsorted(group, group, side="left")
-        return table.append_column("rank", pa.array(rank))
+        return table.append_column(
+            "rank", pa.array(ranks_in_groups(table.column("group").to_numpy()))
+        )
+
+
+def ranks_in_groups(group: np.ndarray) -> np.ndarray:
+    """Each row's 0-based place in its group, for rows sorted by group."""
+    return np.arange(len(group)) - np.searchsorted(group, group, side="left")
 
 
 def sort_keys(
@@ -244,11 +250,7 @@ def _cluster_pass(
         if not shard.rows:
             continue
         for batch in shard.iter_batches(columns, batch_rows=BATCH_ROWS):
-            column = batch.column("cluster")
-            cluster = column.to_numpy(zero_copy_only=False)
-            if column.null_count or (len(cluster) and cluster.min() < 0):
-                raise DataError(f"{dataset.path}: column 'cluster' has a null or negative id")
-            cluster = cluster.astype(np.int64)
+            cluster = checked_clusters(batch.column("cluster"), None, dataset.path)
             k = int(cluster.max()) + 1 if len(cluster) else 0
             if k > len(sizes):
                 sizes = np.concatenate([sizes, np.zeros(k - len(sizes), np.int64)])
@@ -262,13 +264,15 @@ def _cluster_pass(
     return sizes, (top if score_column else None)
 
 
-def checked_clusters(column: pa.Array, k: int, path: object) -> np.ndarray:
-    """A batch's cluster ids as int32; null, negative, or (with ``k`` clusters) too large
-    ones are refused."""
+def checked_clusters(column: pa.Array, k: int | None, path: object) -> np.ndarray:
+    """A batch's cluster ids as int32; null or negative ones are refused, and (given ``k``
+    clusters) ones of k or more."""
     if column.null_count:
         raise DataError(f"{path}: column 'cluster' has a null or negative id")
     cluster = column.to_numpy().astype(np.int32)
-    if len(cluster) and (cluster.min() < 0 or cluster.max() >= k):
+    if len(cluster) and cluster.min() < 0:
+        raise DataError(f"{path}: column 'cluster' has a null or negative id")
+    if k is not None and len(cluster) and cluster.max() >= k:
         raise DataError(f"{path}: column 'cluster' has an id outside 0..{k - 1}")
     return cluster
 
