@@ -45,6 +45,25 @@ def test_auto_workers_pick_processes_only_where_they_pay(monkeypatch) -> None:
     assert engine.resolve_workers(engine.AUTO, single, 1, 1_000_000) == 1
     assert engine.resolve_workers(engine.AUTO, busy, 10, 1_000_000) == 1  # torch, FAISS
     assert engine.resolve_workers(3, busy, 10, 10) == 3  # a count is taken as given
+    from dataselect.sampling.stage import SampleStage  # its write-out: threads side by side
+
+    assert SampleStage.shards_in_threads
+    assert engine.resolve_workers(engine.AUTO, SampleStage, 10, 1_000_000) == 4
+
+
+def test_sample_writes_its_shards_in_threads(cli, tmp_path: Path) -> None:
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=4, rows=60)
+    runs = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        assert cli("embed", corpus, out / "embed", "--embedder", "hashing", "-q").exit_code == 0
+        assert cli("cluster", out / "embed", out / "cluster", "--k", "3", "-q").exit_code == 0
+        result = cli("sample", out / "cluster", out / "sample", "--budget", "25%",
+                     "--workers", workers)  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        runs.append((result.stderr, files(out / "sample")))
+    assert "4 shards in 2 worker threads" in runs[1][0], runs[1][0]
+    assert runs[0][1] == runs[1][1]
 
 
 def test_auto_is_the_cli_default_and_runs_worker_processes(cli, tmp_path: Path, monkeypatch):

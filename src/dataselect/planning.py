@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
 from dataselect.io.ids import batch_ids
+from dataselect.io.readahead import read_threads
 from dataselect.io.sources import InputDataset, InputShard, open_input
 from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
 
@@ -823,11 +824,11 @@ def plan_sample(
     )
     write_out = todo * source_read
     workers = planned_workers(SampleStage.uses_every_core, source_shape, todo)
-    if workers > 1:  # the chosen rows written out by workers, each a process like this one
-        chosen_bytes = selected * (CHOSEN_BYTES_PER_ID_BYTE * shape.id_bytes + CHOSEN_BYTES_PER_ROW)
-        per_worker = base * MB + chosen_bytes + source_shape.decode_bytes(1 << 15)
-        memory = max(memory, base * MB + chosen_bytes + workers * per_worker)
-        write_out = WORKER_START_SECONDS + write_out / workers
+    if workers > 1:  # the chosen rows written out by threads side by side, each decoding
+        memory += (workers - 1) * source_shape.decode_bytes(1 << 15)
+        write_out /= workers
+    # the embed parts are read side by side in threads too (``io.readahead``)
+    embed_read /= max(1, min(read_threads(), source_shape.shards))
     return Plan(
         stage="sample",
         input=str(input),

@@ -53,8 +53,11 @@ def run_local(
     todo = [s for s in dataset.shards if not output.is_done(s.index)]
     workers = resolve_workers(workers, stage, len(todo), sum(s.rows or 0 for s in todo))
     if workers > 1:
-        reporter.log(f"{len(todo)} shards in {workers} worker processes")
-        return run_processes(stage, dataset, output, reporter, workers)
+        threads = getattr(stage, "shards_in_threads", False)
+        reporter.log(
+            f"{len(todo)} shards in {workers} worker {'threads' if threads else 'processes'}"
+        )
+        return run_side_by_side(stage, dataset, output, reporter, workers, threads)
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
     written = 0
     for shard in dataset.shards:
@@ -72,14 +75,21 @@ def run_local(
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_processes(
-    stage: ShardStage, dataset: InputDataset, output: StageOutput, reporter: Reporter, workers: int
+def run_side_by_side(
+    stage: ShardStage,
+    dataset: InputDataset,
+    output: StageOutput,
+    reporter: Reporter,
+    workers: int,
+    threads: bool = False,
 ) -> None:
     """Shards side by side in ``workers`` fresh processes (spawned: FAISS's and torch's
-    threads do not survive a fork), each running ``write_shard_file``; this process
-    publishes them in shard order, as the single-process loop does."""
+    threads do not survive a fork), or threads of this process for a stage whose per-shard
+    work is pyarrow's reading and writing (it releases the GIL), each running
+    ``write_shard_file``; this process publishes them in shard order, as the single-process
+    loop does."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
     from dataselect.io.atomic import temporary_path
     from dataselect.io.output import shard_name
@@ -90,9 +100,14 @@ def run_processes(
             reporter.shard_done(shard.index, int(output.done[shard.index]["rows"]), 0, True)
         else:
             todo.append(shard)
-    context = multiprocessing.get_context("spawn")
     paths = {s.index: temporary_path(output.folder / shard_name(s.index)) for s in todo}
-    with ProcessPoolExecutor(min(workers, max(len(todo), 1)), mp_context=context) as pool:
+    count = min(workers, max(len(todo), 1))
+    pool: Executor = (
+        ThreadPoolExecutor(count, thread_name_prefix="shard")
+        if threads
+        else ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+    )
+    with pool:
         futures = {s.index: pool.submit(write_shard_file, stage, s, paths[s.index]) for s in todo}
         try:
             for shard in todo:

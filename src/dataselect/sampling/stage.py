@@ -27,6 +27,7 @@ from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
 from dataselect.io.ids import batch_ids, derived_ids
 from dataselect.io.output import StageOutput
+from dataselect.io.readahead import ordered_map
 from dataselect.io.sources import InputDataset, InputShard, open_input, open_stage_input
 from dataselect.keyed import row_keys
 from dataselect.lineage import trace_lineage
@@ -206,9 +207,11 @@ def check_sample_input(dataset: InputDataset, config: SampleConfig) -> None:
 class SampleStage:
     name = "sample"
     artifacts = (DECISIONS, SELECTION, PULLS)
-    # its write-out decodes on pyarrow's threads, and is a small part of the stage: worker
-    # processes measured slower (15-16 s against 6-9 s at 5M rows; README, "Engines")
-    uses_every_core = True
+    # the write-out is pyarrow reading and writing, which releases the GIL: its shards run
+    # side by side in threads (worker processes measured slower: 15-16 s against 6-9 s at
+    # 5M rows, each re-importing and being sent the selection; README, "Engines")
+    uses_every_core = False
+    shards_in_threads = True
 
     def __init__(self, dataset: InputDataset, config: SampleConfig) -> None:
         config.check()
@@ -612,12 +615,18 @@ def embeddings_of(embed_folder: Path, wanted: list[pa.Table], dim: int) -> list[
     ids = every.column("id").combine_chunks().take(pa.array(order))
     vectors = np.zeros((len(order), dim), dtype=np.float32)
     found = 0
-    for number, part in enumerate(open_input(embed_folder).shards):
-        lo, hi = np.searchsorted(shard, [number, number + 1])
-        if hi == lo:
-            continue
-        batches = part.iter_batches(["id", "embedding"], 1 << 16, threads=True)
-        for first, last, picked in rows_at(batches, row[lo:hi]):
+    parts = open_input(embed_folder).shards
+    bounds = np.searchsorted(shard, np.arange(len(parts) + 1))  # part i: bounds[i]..[i + 1]
+    spans = zip(parts, bounds[:-1], bounds[1:], strict=True)
+    jobs = [(part, int(lo), int(hi)) for part, lo, hi in spans if hi > lo]
+
+    def pick(job: tuple[InputShard, int, int]) -> list[tuple[int, int, pa.RecordBatch]]:
+        """The job's rows of one embed part: read side by side with the other parts."""
+        part, lo, hi = job
+        return list(rows_at(part.iter_batches(["id", "embedding"], 1 << 16), row[lo:hi]))
+
+    for (part, lo, _), picks in zip(jobs, ordered_map(pick, jobs), strict=True):
+        for first, last, picked in picks:
             if not picked.column("id").equals(ids.slice(lo + first, last - first)):
                 raise DataError(f"{part.describe()}: its rows no longer match the "
                                 "selection's input (rerun the stages after it)")  # fmt: skip

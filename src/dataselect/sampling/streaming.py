@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 
 from dataselect.clustering.kmeans import SAMPLE_STREAM
 from dataselect.errors import DataError
-from dataselect.io.sources import InputDataset
+from dataselect.io.readahead import ordered_map
+from dataselect.io.sources import InputDataset, InputShard
 from dataselect.keyed import row_keys_streams
 from dataselect.sampling.strategies import PER_CLUSTER_DRAW, allocate, softmax_logits, uniform01
 
@@ -195,11 +196,9 @@ def select_streaming(
     hashes = HashBuckets(dataset.rows)
     wanted = ["id"] + [c for c in ("cluster", "distance", score_column) if c and c in names]
     at = 0
-    for number, shard in enumerate(dataset.shards):
-        if not shard.rows:
-            continue
+    for number, batches in shards_read_ahead(dataset, wanted):
         offset = 0
-        for batch in shard.iter_batches(wanted, batch_rows=BATCH_ROWS, threads=True):
+        for batch in batches:
             ids = batch.column("id")
             where = {  # where each row is: the input's shard i maps to source and embed shard i
                 "shard": np.full(len(ids), number, dtype=np.int32),
@@ -246,22 +245,32 @@ def _cluster_pass(
     columns = ["cluster"] + ([score_column] if score_column else [])
     sizes = np.zeros(0, dtype=np.int64)
     top = np.full(0, -np.inf)
-    for shard in dataset.shards:
-        if not shard.rows:
-            continue
-        for batch in shard.iter_batches(columns, batch_rows=BATCH_ROWS):
-            cluster = checked_clusters(batch.column("cluster"), None, dataset.path)
-            k = int(cluster.max()) + 1 if len(cluster) else 0
-            if k > len(sizes):
-                sizes = np.concatenate([sizes, np.zeros(k - len(sizes), np.int64)])
-                top = np.concatenate([top, np.full(k - len(top), -np.inf)])
-            sizes += np.bincount(cluster, minlength=len(sizes))
-            if score_column:
-                score = batch.column(score_column).to_numpy(zero_copy_only=False)
-                score = score.astype(np.float64)
-                finite = np.isfinite(score)  # a NaN is refused, with its id, in pass 2
-                np.maximum.at(top, cluster[finite], softmax_logits(score[finite], temperature))
+    for batch in (b for _, batches in shards_read_ahead(dataset, columns) for b in batches):
+        cluster = checked_clusters(batch.column("cluster"), None, dataset.path)
+        k = int(cluster.max()) + 1 if len(cluster) else 0
+        if k > len(sizes):
+            sizes = np.concatenate([sizes, np.zeros(k - len(sizes), np.int64)])
+            top = np.concatenate([top, np.full(k - len(top), -np.inf)])
+        sizes += np.bincount(cluster, minlength=len(sizes))
+        if score_column:
+            score = batch.column(score_column).to_numpy(zero_copy_only=False)
+            score = score.astype(np.float64)
+            finite = np.isfinite(score)  # a NaN is refused, with its id, in pass 2
+            np.maximum.at(top, cluster[finite], softmax_logits(score[finite], temperature))
     return sizes, (top if score_column else None)
+
+
+def shards_read_ahead(
+    dataset: InputDataset, columns: list[str]
+) -> Iterator[tuple[int, list[pa.RecordBatch]]]:
+    """(shard number, its batches of ``columns``) for each shard with rows, in order, read a
+    few shards ahead in threads: a pass's reading then overlaps its work on earlier shards."""
+    shards = [(number, shard) for number, shard in enumerate(dataset.shards) if shard.rows]
+
+    def read(job: tuple[int, InputShard]) -> tuple[int, list[pa.RecordBatch]]:
+        return job[0], list(job[1].iter_batches(columns, batch_rows=BATCH_ROWS))
+
+    return ordered_map(read, shards)
 
 
 def checked_clusters(column: pa.Array, k: int | None, path: object) -> np.ndarray:
