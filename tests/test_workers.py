@@ -80,3 +80,28 @@ def test_auto_is_the_cli_default_and_runs_worker_processes(cli, tmp_path: Path, 
     for bad in ("0", "two"):
         result = cli("embed", corpus, tmp_path / "bad", "--workers", bad)
         assert result.exit_code == 2 and "--workers" in result.stderr
+
+
+
+def test_a_shard_run_side_by_side_records_its_own_time(tmp_path: Path, monkeypatch) -> None:
+    """Not the publisher's wait for it: shard 1 (0.2 s) finishes while shard 0 (0.4 s) runs."""
+    import time
+
+    import dataselect.engine.local as local
+    from dataselect.embedding.stage import EmbedConfig, EmbedStage, embed
+    from dataselect.manifest import read_manifest
+
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=2, rows=20)
+    write = local.write_shard_file
+
+    def slow(stage, shard, path, progress=None):
+        time.sleep(0.4 if shard.index == 0 else 0.2)
+        return write(stage, shard, path, progress)
+
+    monkeypatch.setattr(local, "write_shard_file", slow)
+    # threads, so the patch reaches the workers (a spawned process would not see it)
+    monkeypatch.setattr(EmbedStage, "shards_in_threads", True, raising=False)
+    with use_engine("local", workers=2):
+        embed(corpus, tmp_path / "out", EmbedConfig(embedder="hashing"), quiet=True)
+    seconds = [shard["seconds"] for shard in read_manifest(tmp_path / "out").shards]
+    assert seconds[0] >= 0.4 and seconds[1] >= 0.2, seconds

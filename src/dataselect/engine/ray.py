@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dataselect.engine.local import write_shard_file
+from dataselect.engine.local import timed_shard_file
 from dataselect.errors import DataselectError
 from dataselect.io.atomic import temporary_path
 from dataselect.io.output import StageOutput, shard_name
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from dataselect.stage import ShardStage
 
 
-def _shard_task(stage: ShardStage, shard: InputShard, path: str) -> int:
-    return write_shard_file(stage, shard, Path(path))
+def _shard_task(stage: ShardStage, shard: InputShard, path: str) -> tuple[int, float]:
+    return timed_shard_file(stage, shard, Path(path))
 
 
 def run_ray(
@@ -75,10 +75,12 @@ def run_ray(
             ray.shutdown()
 
 
-def _result(ray: Any, ref: Any) -> int:
-    """The task's row count; a task's own error (bad data, a bug) is re-raised as itself."""
+def _result(ray: Any, ref: Any) -> tuple[int, float]:
+    """The task's rows and seconds; a task's own error (bad data, a bug) is re-raised as
+    itself."""
     try:
-        return int(ray.get(ref))
+        rows, seconds = ray.get(ref)
+        return int(rows), float(seconds)
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if isinstance(exc.cause, BaseException) else None
         if cause is not None:

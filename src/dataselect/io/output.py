@@ -211,14 +211,21 @@ class StageOutput:
         return index in self.done
 
     def write_shard(
-        self, index: int, write: Callable[[Path], int], source: dict[str, Any] | None = None
+        self,
+        index: int,
+        write: Callable[[Path], int | tuple[int, float]],
+        source: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Run ``write(tmp_path) -> rows``, then publish the file and its marker atomically."""
+        """Run ``write(tmp_path) -> rows``, then publish the file and its marker atomically.
+
+        A shard written elsewhere (a worker, a Ray task) returns ``(rows, seconds)`` with its
+        own time, so the record does not count the wait for it."""
         final = self.folder / shard_name(index)
         tmp = temporary_path(final)
         started = time.perf_counter()
         try:
-            rows = write(tmp)
+            written = write(tmp)
+            rows, seconds = written if isinstance(written, tuple) else (written, None)
             commit(tmp, final)
             self._written.append(final)
             record = {
@@ -227,7 +234,7 @@ class StageOutput:
                 "rows": rows,
                 "bytes": final.stat().st_size,
                 "sha256": file_sha256(final),
-                "seconds": round(time.perf_counter() - started, 3),
+                "seconds": round(seconds or time.perf_counter() - started, 3),
             }
             if source is not None:
                 record["source"] = source
