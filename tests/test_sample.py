@@ -323,3 +323,24 @@ def test_an_id_in_two_shards_is_refused_and_nothing_is_left(
         sample(tmp_path / "cluster", out, SampleConfig(strategy=strategy, budget="10%"),
                quiet=True)  # fmt: skip
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_output_row_groups_do_not_depend_on_the_read_batch(
+    clustered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chosen rows are read in small batches and written in row groups of WRITE_ROWS."""
+    import dataselect.sampling.stage as stage
+
+    config = SampleConfig(strategy="random", budget="100%")
+    sample(clustered, tmp_path / "whole", config, quiet=True)
+    monkeypatch.setattr(stage, "READ_ROWS", 7)
+    monkeypatch.setattr(stage, "WRITE_ROWS", 50)
+    sample(clustered, tmp_path / "small", config, quiet=True)
+    wholes, smalls = (sorted((tmp_path / n).glob("part-*.parquet")) for n in ("whole", "small"))
+    for whole, small in zip(wholes, smalls, strict=True):
+        meta = pq.ParquetFile(small).metadata  # 100 rows a shard: read 7 at a time
+        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        rows = meta.num_rows
+        assert groups == [56] * (rows // 56) + ([rows % 56] if rows % 56 else []), groups
+        assert pq.ParquetFile(whole).metadata.num_row_groups == 1
+        assert pq.read_table(small).equals(pq.read_table(whole))

@@ -82,7 +82,6 @@ def test_auto_is_the_cli_default_and_runs_worker_processes(cli, tmp_path: Path, 
         assert result.exit_code == 2 and "--workers" in result.stderr
 
 
-
 def test_a_shard_run_side_by_side_records_its_own_time(tmp_path: Path, monkeypatch) -> None:
     """Not the publisher's wait for it: shard 1 (0.2 s) finishes while shard 0 (0.4 s) runs."""
     import time

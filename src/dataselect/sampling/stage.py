@@ -74,6 +74,8 @@ ITERATIVE_OPTIONS = ("rounds", "feedback", "label_column", "shrinkage", "step", 
                      "feedback_digests")  # fmt: skip
 BANDIT_OPTIONS = ("probes", "block", "alpha", "tau", "neighbour_radius")
 METRICS_SAMPLE_ROWS = 20_000
+READ_ROWS = 1 << 14  # the write-out's read batch of source rows
+WRITE_ROWS = 1 << 16  # the most chosen rows in one row group of an output part
 ONE_SHOT = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq")
 
 
@@ -449,7 +451,10 @@ class SampleStage:
             return
         id_column = self.lineage.id_column
         rows = chosen.column("row").to_numpy()
-        batches = shard.iter_batches(self.lineage.source.schema.names, 1 << 16, threads=True)
+        # small reads (a vector column decodes through several copies of its batch), joined
+        # into row groups of up to WRITE_ROWS chosen rows, whatever the read batch size
+        batches = shard.iter_batches(self.lineage.source.schema.names, READ_ROWS, threads=True)
+        held: list[pa.RecordBatch] = []
         for first, last, picked in rows_at(batches, rows):
             if id_column is None:
                 ids = derived_ids(shard, rows[first:last])
@@ -461,7 +466,12 @@ class SampleStage:
             if not ids.equals(chosen.column("id").slice(first, last - first).combine_chunks()):
                 raise DataError(f"{shard.describe()}: its rows no longer match the "
                                 "embed stage's (rerun the stages after it)")  # fmt: skip
-            yield picked
+            held.append(picked)
+            if sum(batch.num_rows for batch in held) >= WRITE_ROWS:
+                yield joined(held)
+                held = []
+        if held:
+            yield joined(held)
 
     def finish(self, output: StageOutput) -> dict[str, Any]:
         if self.duplicate_check is not None:
@@ -584,6 +594,11 @@ def rows_at(
         if last > first:
             yield first, last, batch.take(pa.array(rows[first:last] - offset))
         offset += batch.num_rows
+
+
+def joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One record batch of the rows of ``batches`` (same schema), in order."""
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def with_positions(table: pa.Table, shard: int) -> pa.Table:
