@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint browser bench clean
+.PHONY: install demo test lint browser bench bench-ray-job clean
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/crash.py
 	$(BIN)/python scripts/bench/scale.py
 	$(BIN)/python scripts/bench/workers.py
+	$(MAKE) bench-ray-job
+
+# every stage as a `ray job submit` job on a one-node Ray head: needs the job server
+bench-ray-job: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[ray-cluster]'
+	$(BIN)/python scripts/bench/ray_job.py
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache
