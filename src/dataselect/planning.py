@@ -744,6 +744,7 @@ def plan_sample(
     from dataselect.sampling.stage import (
         METRICS_SAMPLE_ROWS,
         ONE_SHOT,
+        READ_ROWS,
         SampleStage,
         check_sample_input,
         parse_budget,
@@ -816,19 +817,19 @@ def plan_sample(
         base * MB
         + shape.rows * per_row
         + selected * (CHOSEN_BYTES_PER_ID_BYTE * shape.id_bytes + CHOSEN_BYTES_PER_ROW)
-        # the source rows joined back, then the embeddings read for the diversity metrics
-        + max(
-            source_shape.decode_bytes(1 << 15), LIST_DECODE_COPIES * min(8192, shape.rows) * dim * 4
-        )
         + 2 * vendi_rows * dim * 4
     )
     write_out = todo * source_read
+    # the source rows joined back by the write-out's threads (``--workers``), then the
+    # embeddings read for the diversity metrics, a few parts side by side (``io.readahead``)
     workers = planned_workers(SampleStage.uses_every_core, source_shape, todo)
-    if workers > 1:  # the chosen rows written out by threads side by side, each decoding
-        memory += (workers - 1) * source_shape.decode_bytes(1 << 15)
-        write_out /= workers
-    # the embed parts are read side by side in threads too (``io.readahead``)
-    embed_read /= max(1, min(read_threads(), source_shape.shards))
+    readers = max(1, min(read_threads(), source_shape.shards))
+    memory += max(
+        workers * source_shape.decode_bytes(READ_ROWS),
+        readers * LIST_DECODE_COPIES * min(READ_ROWS, shape.rows) * dim * 4,
+    )
+    write_out /= workers
+    embed_read /= readers
     return Plan(
         stage="sample",
         input=str(input),

@@ -74,7 +74,7 @@ ITERATIVE_OPTIONS = ("rounds", "feedback", "label_column", "shrinkage", "step", 
                      "feedback_digests")  # fmt: skip
 BANDIT_OPTIONS = ("probes", "block", "alpha", "tau", "neighbour_radius")
 METRICS_SAMPLE_ROWS = 20_000
-READ_ROWS = 1 << 14  # the write-out's read batch of source rows
+READ_ROWS = 1 << 14  # the read batch of the write-out (source rows) and the Vendi pass
 WRITE_ROWS = 1 << 16  # the most chosen rows in one row group of an output part
 ONE_SHOT = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq")
 
@@ -638,7 +638,7 @@ def embeddings_of(embed_folder: Path, wanted: list[pa.Table], dim: int) -> list[
     def pick(job: tuple[InputShard, int, int]) -> list[tuple[int, int, pa.RecordBatch]]:
         """The job's rows of one embed part: read side by side with the other parts."""
         part, lo, hi = job
-        return list(rows_at(part.iter_batches(["id", "embedding"], 1 << 16), row[lo:hi]))
+        return list(rows_at(part.iter_batches(["id", "embedding"], READ_ROWS), row[lo:hi]))
 
     for (part, lo, _), picks in zip(jobs, ordered_map(pick, jobs), strict=True):
         for first, last, picked in picks:
