@@ -137,7 +137,9 @@ def kept_rows(args: argparse.Namespace, todo: list[str]) -> list[dict]:
 
 
 def result_name(args: argparse.Namespace) -> str:
-    return "scale" if args.rows == 10_000_000 else f"scale-{args.rows}"
+    """scale (the default run), scale-ROWS and/or -niterN for other settings."""
+    name = "scale" if args.rows == 10_000_000 else f"scale-{args.rows}"
+    return name if args.niter == 20 else f"{name}-niter{args.niter}"
 
 
 def todo_of(results: list[dict]) -> list[str]:
