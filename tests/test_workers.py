@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from conftest import write_parquet_folder
 from test_ray import files, pipeline
 
@@ -104,3 +105,32 @@ def test_a_shard_run_side_by_side_records_its_own_time(tmp_path: Path, monkeypat
         embed(corpus, tmp_path / "out", EmbedConfig(embedder="hashing"), quiet=True)
     seconds = [shard["seconds"] for shard in read_manifest(tmp_path / "out").shards]
     assert seconds[0] >= 0.4 and seconds[1] >= 0.2, seconds
+
+
+@pytest.mark.parametrize("stage", ["embed", "sample"])  # worker processes; worker threads
+def test_sigkill_with_workers_then_rerun_equals_one_process(tmp_path: Path, stage: str) -> None:
+    """Killed after one shard was published while other workers were mid-shard: the rerun
+    finishes with the bytes of an uninterrupted one-process run, and leaves no hidden file."""
+    import signal
+
+    from conftest import run_process, shard_bytes
+
+    from dataselect.engine.local import CRASH_AFTER_ENV
+
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=6, rows=400)
+    if stage == "sample":
+        assert run_process("embed", corpus, tmp_path / "e", "-e", "hashing").returncode == 0
+        assert run_process("cluster", tmp_path / "e", tmp_path / "c", "--k", "4").returncode == 0
+        args = ["sample", tmp_path / "c", None, "--budget", "30%"]
+    else:
+        args = ["embed", corpus, None, "-e", "hashing"]
+    args[2] = tmp_path / "reference"
+    assert run_process(*args, "--workers", "1").returncode == 0
+    args[2] = out = tmp_path / "out"
+    crashed = run_process(*args, "--workers", "2", env={CRASH_AFTER_ENV: "1"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert "worker" in crashed.stderr  # it did run side by side
+    rerun = run_process(*args, "--workers", "2")
+    assert rerun.returncode == 0, rerun.stderr
+    assert shard_bytes(out) == shard_bytes(tmp_path / "reference")
+    assert not list(out.glob(".*")), list(out.glob(".*"))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 # Fault injection for the crash tests: SIGKILL this process after N shards were written.
 CRASH_AFTER_ENV = "DATASELECT_TEST_CRASH_AFTER_SHARDS"
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def write_shard_file(
@@ -67,7 +68,6 @@ def run_local(
             f"{len(todo)} shards in {workers} worker {'threads' if threads else 'processes'}"
         )
         return run_side_by_side(stage, dataset, output, reporter, workers, threads)
-    crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
     written = 0
     for shard in dataset.shards:
         if output.is_done(shard.index):
@@ -80,8 +80,15 @@ def run_local(
         record = output.write_shard(shard.index, write, source=shard.source_record())
         reporter.shard_done(shard.index, int(record["rows"]), float(record["seconds"]))
         written += 1
-        if crash_after and written >= crash_after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        crash_point(written)
+
+
+def crash_point(written: int) -> None:
+    """The crash tests' fault injection: SIGKILL this process once ``written`` shards were
+    published in this run, if ``CRASH_AFTER_ENV`` asks for it."""
+    crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
+    if crash_after and written >= crash_after:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_side_by_side(
@@ -114,20 +121,35 @@ def run_side_by_side(
     pool: Executor = (
         ThreadPoolExecutor(count, thread_name_prefix="shard")
         if threads
-        else ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+        else ProcessPoolExecutor(
+            count, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent
+        )
     )
     with pool:
         futures = {s.index: pool.submit(timed_shard_file, stage, s, paths[s.index]) for s in todo}
         try:
-            for shard in todo:
+            for written, shard in enumerate(todo, start=1):
                 future = futures[shard.index]
                 record = output.write_shard(
                     shard.index, lambda _tmp, f=future: f.result(), source=shard.source_record()
                 )
                 reporter.advance(int(record["rows"]))
                 reporter.shard_done(shard.index, int(record["rows"]), float(record["seconds"]))
+                crash_point(written)  # other workers' shards may be half-written then
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             for path in paths.values():  # shards other workers were writing
                 path.unlink(missing_ok=True)
             raise
+
+
+def die_with_parent() -> None:
+    """A worker process is killed with the run that started it (Linux): a SIGKILLed run
+    would otherwise leave its workers finishing shard files after it, beside its rerun."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the next run sweeps what they leave
+        pass
