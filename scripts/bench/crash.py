@@ -33,9 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from common import folder_files
 
 RESULTS = Path(__file__).resolve().parents[2] / "scripts" / "bench" / "results"
-TIMING_KEYS = ("started", "finished", "seconds")
 WORDS = "bank card money weather rain storm python code error music song film".split()
 
 
@@ -79,26 +79,6 @@ def run(config_path: Path) -> subprocess.Popen:
     )
 
 
-def snapshot(run_dir: Path) -> dict[str, bytes]:
-    """Every visible file of the run: manifests without their timings."""
-    files = {}
-    for path in sorted(run_dir.rglob("*")):
-        relative = path.relative_to(run_dir)
-        if not path.is_file() or any(part.startswith(".") for part in relative.parts):
-            continue
-        data = path.read_bytes()
-        if path.name == "_manifest.json":
-            manifest = json.loads(data)
-            for key in TIMING_KEYS:
-                manifest.pop(key, None)
-            for shard in manifest.get("shards", []):
-                shard.pop("seconds", None)
-            text = json.dumps(manifest, sort_keys=True)  # paths relative to the run folder
-            data = text.replace(str(run_dir.resolve()), "RUN_DIR").encode()
-        files[str(relative)] = data
-    return files
-
-
 def half_written(run_dir: Path) -> list[str]:
     """Reader-visible files that do not open: what a crash must never leave."""
     bad = []
@@ -137,7 +117,7 @@ def main() -> None:
         if done.wait() != 0:
             raise SystemExit(f"reference run failed: {done.stderr.read().decode()}")
         wall = time.perf_counter() - started
-        reference = snapshot(root / "reference")
+        reference = folder_files(root / "reference")
         trial_config = root / "trial.yaml"
         trial_config.write_text(yaml.safe_dump(config(corpus, root / "trial")))
         passed, failures, stages_hit = 0, [], {}
@@ -161,7 +141,7 @@ def main() -> None:
             if code != 0:
                 problems.append(f"rerun exit {code}: {rerun.stderr.read().decode().strip()}")
             else:
-                got = snapshot(root / "trial")
+                got = folder_files(root / "trial")
                 differ = sorted(
                     k for k in reference.keys() | got.keys() if reference.get(k) != got.get(k)
                 )

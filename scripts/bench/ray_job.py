@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from common import write_results
+from common import folder_files, write_results
 
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 ROWS = 8_000
@@ -51,7 +51,6 @@ FILES = 4
 BIN = Path(sys.executable).parent
 RAY = str(BIN / "ray")
 DATASELECT = str(BIN / "dataselect")
-TIMING_KEYS = ("started", "finished", "seconds")
 # stage, the stage folder it reads, its options (the same for both engines)
 STAGES = [
     ("embed", "corpus", ["--embedder", "hashing"]),
@@ -149,26 +148,6 @@ def write_corpus(folder: Path) -> str:
 
 def command(stage: str, source: Path, out: Path, options: list[str], engine: str) -> list[str]:
     return [DATASELECT, stage, str(source), str(out), *options, "--engine", engine, "-q"]
-
-
-def snapshot(folder: Path, root: Path) -> dict[str, bytes]:
-    """Every file of a stage folder: manifests without timings, ROOT for the run's folder."""
-    files = {}
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder)
-        if not path.is_file() or any(part.startswith(".") for part in relative.parts):
-            continue
-        data = path.read_bytes()
-        if path.name == "_manifest.json":
-            manifest = json.loads(data)
-            for key in TIMING_KEYS:
-                manifest.pop(key, None)
-            for shard in manifest.get("shards", []):
-                shard.pop("seconds", None)
-            text = json.dumps(manifest, sort_keys=True, indent=1)
-            data = text.replace(str(root.resolve()), "ROOT").replace(str(root), "ROOT").encode()
-        files[str(relative)] = data
-    return files
 
 
 def differences(local: dict[str, bytes], ray: dict[str, bytes]) -> list[str]:
@@ -302,8 +281,8 @@ def bench(work: Path) -> bool:
             if code != 0:
                 print(output[-3000:], file=sys.stderr)
             problems = [f"ray job submit exited {code}"] if code else []
-            local = snapshot(work / "local" / stage, work / "local")
-            ray = snapshot(work / "ray" / stage, work / "ray")
+            local = folder_files(work / "local" / stage, work / "local")
+            ray = folder_files(work / "ray" / stage, work / "ray")
             problems += differences(local, ray)
             row.update(
                 command=" ".join(["dataselect", stage, source.upper(), "OUT", *options]),
@@ -359,9 +338,9 @@ def submit_run(address: str, work: Path, corpus_folder: Path) -> dict:
     problems = [f"ray job submit exited {code}"] if code else []
     files = 0
     for stage, _, _ in STAGES:
-        local = snapshot(work / "local" / stage, work / "local")
+        local = folder_files(work / "local" / stage, work / "local")
         problems += [
-            f"{stage}: {p}" for p in differences(local, snapshot(work / "ray-run" / stage,
+            f"{stage}: {p}" for p in differences(local, folder_files(work / "ray-run" / stage,
                                                                  work / "ray-run"))
         ]  # fmt: skip
         files += len(local)
