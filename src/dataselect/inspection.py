@@ -8,7 +8,6 @@ so it is instant on any size; ``verify`` also recomputes every shard's checksum.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
-from dataselect.io.output import MARKER_DIR, file_sha256
+from dataselect.io.folder_state import MARKER_DIR, FolderState
 from dataselect.manifest import MANIFEST_NAME, read_manifest
 
 PIPELINE_ORDER = ("embed", "cluster", "score", "sample")
@@ -57,25 +56,11 @@ def describe(path: str | Path, verify: bool = False) -> dict[str, Any]:
 
 
 def describe_stage(folder: Path, verify: bool = False) -> dict[str, Any]:
-    manifest = read_manifest(folder)
-    shards = list(manifest.shards)
-    if not manifest.complete:  # an interrupted or running stage: its markers say how far
-        for marker in sorted((folder / MARKER_DIR).glob("part-*.json")):
-            try:
-                shards.append(json.loads(marker.read_text()))
-            except (OSError, ValueError):
-                continue
-    problems = []
-    for record in shards:
-        part = folder / str(record["file"])
-        if not part.exists():
-            problems.append(f"{part.name} is missing")
-        elif part.stat().st_size != record["bytes"]:
-            problems.append(
-                f"{part.name} has {part.stat().st_size:,} bytes, not {record['bytes']:,}"
-            )
-        elif verify and file_sha256(part) != record["sha256"]:
-            problems.append(f"{part.name} does not match its checksum")
+    state = FolderState.read(folder, checksums=verify)
+    manifest = state.manifest
+    assert manifest is not None
+    shards = state.claimed
+    problems = list(state.problems)
     columns = {name: "" for name in manifest.outputs.get("columns", [])}
     for record in shards:  # the types from the first readable shard's footer
         part = folder / str(record["file"])

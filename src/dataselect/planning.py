@@ -36,10 +36,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
+from dataselect.io.folder_state import FolderState
 from dataselect.io.ids import batch_ids
 from dataselect.io.readahead import read_threads
 from dataselect.io.sources import InputDataset, InputShard, open_input
-from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
+from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 MB = 1e6
 PROBE_ROWS = 512
@@ -296,35 +297,19 @@ def mean_id_bytes(dataset: InputDataset, id_column: str | None) -> float:
     return 16.0
 
 
-def action_for(output: Path, manifest: Manifest, shards: int, overwrite: bool | str) -> str:
-    """What running would do to OUTPUT: the same checks as the stage, reading only."""
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"{output}: exists and is not a folder")
-    if not (output / MANIFEST_NAME).exists():
-        if output.exists() and any(not p.name.startswith(".") for p in output.iterdir()):
-            if overwrite is not True:
-                return "refused: OUTPUT is not empty and not a stage folder (--overwrite)"
-        return f"run all {shards} shards"
-    existing = read_manifest(output)
-    same = existing.stage == manifest.stage and existing.identity() == manifest.identity()
-    if not same:
-        if overwrite is True or (overwrite == "stale" and existing.stage == manifest.stage):
-            return f"replace the {existing.stage} output there: run all {shards} shards"
-        diffs = describe_differences(existing.identity(), manifest.identity())
-        return f"refused: OUTPUT holds other settings ({'; '.join(diffs[:2])}); --overwrite"
-    if existing.complete:
-        return "skip: OUTPUT is complete for these settings"
-    done = len(list((output / "_shards").glob("part-*.json")))
-    return f"resume: {done} of {shards} shards done"
+def folder_state(output: str | Path, manifest: Manifest, overwrite: bool | str) -> FolderState:
+    """What running would do to OUTPUT: the stage's own reading of it (``FolderState``)."""
+    return FolderState.read(output, manifest, overwrite, checksums=True)
 
 
-def rows_to_process(action: str, shape: DataShape) -> int:
-    if action.startswith(("skip", "refused")):
+def rows_to_process(state: FolderState | None, shape: DataShape) -> int:
+    """Rows the run would process: none when skipped or refused, else those of the shards
+    not done (``state`` None: a stage whose input does not exist yet runs all)."""
+    if state is None:
+        return shape.rows
+    if state.action in ("skip", "refuse"):
         return 0
-    if action.startswith("resume"):
-        done = int(action.split()[1])
-        return round(shape.rows * (1 - done / max(shape.shards, 1)))
-    return shape.rows
+    return max(0, shape.rows - state.rows_done())
 
 
 def planned_workers(uses_every_core: bool, shape: DataShape, todo: int) -> int:
@@ -348,6 +333,7 @@ def manifest_for(stage: str, params: dict[str, Any], dataset: InputDataset) -> M
         version=__version__,
         params=params,
         input={"path": str(Path(dataset.path).resolve()), "fingerprint": dataset.fingerprint()},
+        shards_total=len(dataset.shards),
     )
 
 
@@ -497,10 +483,9 @@ def plan_embed(
     dataset = open_stage_input(input, shard_rows=config.shard_rows)
     stage = EmbedStage(dataset, config)
     shape = data_shape(dataset, stage.columns, stage.id_column)
-    action = action_for(
-        Path(output), manifest_for("embed", stage.params(), dataset), len(dataset.shards), overwrite
-    )
-    todo = rows_to_process(action, shape)
+    state = folder_state(output, manifest_for("embed", stage.params(), dataset), overwrite)
+    action = state.describe()
+    todo = rows_to_process(state, shape)
     shard, batch = first_batch(dataset, stage.columns, PROBE_ROWS)
     started = time.perf_counter()
     if stage.embedder is not None and stage.text is not None:
@@ -573,10 +558,10 @@ def plan_cluster(
         stage = ClusterStage(dataset, config)
         shape = data_shape(dataset, ["id", config.vector_column], stage.id_column)
         shape.dim = stage.dim
-        manifest = manifest_for("cluster", stage.params(), dataset)
-        action = action_for(Path(output), manifest, len(dataset.shards), overwrite)
+        state = folder_state(output, manifest_for("cluster", stage.params(), dataset), overwrite)
+        action = state.describe()
     else:
-        shape = predicted
+        shape, state = predicted, None
         action = f"run all {shape.shards} shards (after the stage before it)"
     dim = int(shape.dim or 0)
     notes = []
@@ -594,7 +579,7 @@ def plan_cluster(
         if k > shape.rows:
             raise UsageError(f"--k {k} is larger than the number of rows ({shape.rows:,})")
     sample_rows = min(shape.rows, k * config.max_points_per_centroid) if fits else 0
-    todo = rows_to_process(action, shape)
+    todo = rows_to_process(state, shape)
     per_pair = search_seconds_per_row_centroid(dim, k)
     base = max(base, current_rss_mb())  # FAISS's threads and buffers, once started
     read = read_seconds_per_row(dataset, ["id", config.vector_column], dim)
@@ -661,8 +646,8 @@ def plan_score(
             shape.dim = stage.reader.dim
         except DataError:
             shape.dim = None
-        manifest = manifest_for("score", stage.params(), dataset)
-        action = action_for(Path(output), manifest, len(dataset.shards), overwrite)
+        state = folder_state(output, manifest_for("score", stage.params(), dataset), overwrite)
+        action = state.describe()
         unfitted = [
             s for s in stage.scorers if s.name == "heuristic" or s.name.startswith("column")
         ]
@@ -684,7 +669,7 @@ def plan_score(
         base = max(base, current_rss_mb())  # the libraries the scorers loaded
         columns_out = len(stage.schema)
     else:
-        shape = predicted
+        shape, state = predicted, None
         action = f"run all {shape.shards} shards (after the stage before it)"
         columns_out = 3 + len(config.scorers)
     if fitted:
@@ -692,7 +677,7 @@ def plan_score(
             f"not timed: the fits of {', '.join(fitted)} (each on at most "
             f"--probe-rows {config.probe_rows:,} rows) and their per-row scoring"
         )
-    todo = rows_to_process(action, shape)
+    todo = rows_to_process(state, shape)
     fit_rows = min(shape.rows, config.probe_rows) if fitted else 0
     vectors_read = any(
         not (n in ("heuristic", "dsir", "classifier") or n.startswith("column:"))
@@ -777,7 +762,8 @@ def plan_sample(
             # a token budget's row count is found by the run: take the finished run's
             params["budget_rows"] = read_manifest(output).params.get("budget_rows")
         manifest = manifest_for("sample", params, dataset)
-        action = action_for(Path(output), manifest, len(source.shards), overwrite)
+        manifest.shards_total = len(source.shards)
+        action = folder_state(output, manifest, overwrite).describe()
     else:
         shape = predicted
         budget = parse_budget(config.budget, shape.rows) if config.budget_tokens is None else None

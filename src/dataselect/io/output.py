@@ -1,6 +1,6 @@
 """A stage's output folder: resume, refuse foreign data, atomic shards, manifest last.
 
-Layout while running::
+Layout while running (``FolderState`` reads it)::
 
     OUTPUT/_manifest.json          complete: false, the run's identity (written first)
     OUTPUT/_shards/part-00003.json one marker per finished shard (rows, sha256, seconds)
@@ -13,7 +13,6 @@ exists and the file's size and SHA-256 match it, so a crash at any moment is res
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dataselect.errors import DataError, UsageError
+from dataselect.errors import DataError
 from dataselect.io.atomic import (
     commit,
     fsync_dir,
@@ -31,22 +30,10 @@ from dataselect.io.atomic import (
     temporary_path,
     write_bytes_atomic,
 )
-from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
+from dataselect.io.folder_state import MARKER_DIR, FolderState, file_sha256, shard_name
+from dataselect.manifest import MANIFEST_NAME, Manifest
 
-MARKER_DIR = "_shards"
 ASIDE_PREFIX = ".replaced-"  # an output being replaced (--overwrite), until the new one is done
-
-
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def now_iso() -> str:
@@ -54,7 +41,8 @@ def now_iso() -> str:
 
 
 class StageOutput:
-    """Owns one output folder for one run of one stage."""
+    """Owns one output folder for one run of one stage: decides with ``FolderState`` what to
+    keep, then writes shards, artifacts and the manifest."""
 
     def __init__(
         self,
@@ -66,11 +54,11 @@ class StageOutput:
     ) -> None:
         self.folder = Path(folder)
         self.manifest = manifest
+        self.manifest.shards_total = num_shards
         self.num_shards = num_shards
         # True: replace whatever is there. "stale": replace only this stage's output made
         # with other settings or input (how `dataselect run` refreshes a changed stage).
-        self.replace_stale = overwrite == "stale"
-        self.overwrite = overwrite is True
+        self.overwrite = overwrite
         self.artifacts = artifacts
         self.done: dict[int, dict[str, Any]] = {}
         self._written: list[Path] = []
@@ -89,38 +77,22 @@ class StageOutput:
         return self.done
 
     def _prepare(self) -> None:
-        if self.folder.exists() and not self.folder.is_dir():
-            raise UsageError(f"{self.folder}: exists and is not a folder")
+        state = FolderState.read(self.folder, self.manifest, self.overwrite, checksums=True)
+        if state.action == "refuse":
+            raise state.refusal()
         if not self.folder.exists():
             self.folder.mkdir(parents=True)
             self._created_folder = True
         sweep_temporaries(self.folder)
-        existing = self._existing_manifest()
-        if (
-            self.replace_stale
-            and existing is not None
-            and existing.stage == self.manifest.stage
-            and existing.identity() != self.manifest.identity()
-        ):
-            self.overwrite = True
-        if existing is not None and not self.overwrite:
-            self._check_same_run(existing)
-            self.done = self._finished_shards(existing)
-        elif existing is None and not self.overwrite and self._foreign_entries():
-            names = ", ".join(sorted(self._foreign_entries())[:3])
-            raise UsageError(
-                f"{self.folder}: not empty and not a dataselect stage folder ({names}); "
-                "choose another folder or pass --overwrite"
-            )
-        if self.overwrite:
+        self.done = dict(state.done)
+        if self.overwrite is True or state.action == "replace":
             self._set_aside_own_files()
-        resuming = existing is not None and not self.overwrite
+        existing = state.manifest
+        resuming = state.action in ("resume", "skip")
         self.manifest.started = existing.started if resuming and existing else now_iso()
-        self.already_complete = bool(
-            resuming and existing and existing.complete and len(self.done) == self.num_shards
-        )
-        if self.already_complete:
+        if state.action == "skip":
             assert existing is not None
+            self.already_complete = True
             self.manifest = existing
             return
         in_progress = Manifest(**{**self.manifest.__dict__, "shards": [], "complete": False})
@@ -128,52 +100,6 @@ class StageOutput:
         self._wrote_manifest = not resuming
         for record in self.done.values():  # shards kept from a complete run need markers now
             self._write_marker(record)
-
-    def _existing_manifest(self) -> Manifest | None:
-        if not (self.folder / MANIFEST_NAME).exists():
-            return None
-        try:
-            return read_manifest(self.folder)
-        except DataError:
-            if self.overwrite:
-                return None
-            raise
-
-    def _check_same_run(self, existing: Manifest) -> None:
-        if existing.stage != self.manifest.stage:
-            raise UsageError(
-                f"{self.folder}: holds the output of the '{existing.stage}' stage, not "
-                f"'{self.manifest.stage}'; choose another folder or pass --overwrite"
-            )
-        if existing.identity() != self.manifest.identity():
-            diffs = describe_differences(existing.identity(), self.manifest.identity())
-            raise UsageError(
-                f"{self.folder}: holds {existing.stage} output made with different settings "
-                f"({'; '.join(diffs[:3])}); choose another folder or pass --overwrite"
-            )
-
-    def _finished_shards(self, existing: Manifest) -> dict[int, dict[str, Any]]:
-        records: dict[int, dict[str, Any]] = {}
-        if existing.complete:
-            candidates = existing.shards
-        else:
-            candidates = []
-            for marker in sorted((self.folder / MARKER_DIR).glob("part-*.json")):
-                try:
-                    candidates.append(json.loads(marker.read_text()))
-                except (OSError, ValueError):
-                    marker.unlink(missing_ok=True)
-        for record in candidates:
-            index = int(record["index"])
-            path = self.folder / str(record["file"])
-            if index >= self.num_shards or not path.exists():
-                continue
-            if path.stat().st_size == record["bytes"] and file_sha256(path) == record["sha256"]:
-                records[index] = record
-        return records
-
-    def _foreign_entries(self) -> list[str]:
-        return [p.name for p in self.folder.iterdir() if not p.name.startswith(".")]
 
     def _set_aside_own_files(self) -> None:
         """Move the output being replaced into a hidden folder: a failed run puts it back

@@ -1,0 +1,211 @@
+"""One read-only view of a stage folder: what a run would do to it, which shards are finished
+and verified, and what is wrong with it.
+
+The stage (``StageOutput``, before it writes), the dry-run planner and ``inspect`` all read a
+folder through ``FolderState.read`` and nothing else reads its markers or manifest, so a dry
+run makes the checks the stage makes by construction.
+
+A folder claims shards in its complete manifest or, while a run is unfinished, in one marker
+per shard (``_shards/part-NNNNN.json``). A claimed shard is done only when its record is
+well-formed and its file is there with the recorded size (and, when checksums are asked for,
+the recorded SHA-256); every other claim is a problem, and the shard is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dataselect.errors import DataError, UsageError
+from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
+
+MARKER_DIR = "_shards"
+# run: a new or empty folder; resume: this run's settings, some shards done; skip: complete
+# for these settings; replace: another output is there and is replaced (--overwrite, or a
+# changed stage under `dataselect run`); refuse: another output is there, or foreign files
+Action = Literal["run", "resume", "skip", "replace", "refuse"]
+RECORD_FIELDS = {"index": int, "file": str, "rows": int, "bytes": int, "sha256": str}
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What is in ``folder`` and, given the manifest a run wants, what the run would do."""
+
+    folder: Path
+    manifest: Manifest | None  # the one found there (None: none, or unreadable and replaced)
+    claimed: list[dict[str, Any]] = field(default_factory=list)  # shard records it claims
+    done: dict[int, dict[str, Any]] = field(default_factory=dict)  # claimed and verified
+    problems: list[str] = field(default_factory=list)  # claims that are missing or damaged
+    action: Action | None = None  # None: read without a run in view (inspect)
+    shards_total: int = 0  # shards the run would write
+    reason: str = ""  # refuse / replace: why, as the plan says it
+    message: str = ""  # refuse: the error line a run stops with
+    foreign: list[str] = field(default_factory=list)  # visible entries, when no manifest
+
+    @classmethod
+    def read(
+        cls,
+        folder: str | Path,
+        wanted: Manifest | None = None,
+        overwrite: bool | str = False,
+        checksums: bool = True,
+    ) -> FolderState:
+        """Read ``folder`` without changing it.
+
+        ``wanted``: the manifest a run would write (its identity decides resume or refuse);
+        ``overwrite``: True replaces any output, "stale" only this stage's made with other
+        settings or input (how `dataselect run` refreshes a changed stage); ``checksums``:
+        also recompute each claimed shard's SHA-256 (what a run does before reusing it).
+        """
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder}: exists and is not a folder")
+        manifest = _manifest_there(folder, replaceable=overwrite is True)
+        shards_total = wanted.shards_total if wanted is not None else 0
+        claimed, problems = _claims(folder, manifest)
+        done = _verified(folder, claimed, problems, shards_total or None, checksums)
+        foreign = (
+            [p.name for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+            if manifest is None and folder.is_dir()
+            else []
+        )
+        state = cls(folder, manifest, claimed, done, problems, shards_total=shards_total,
+                    foreign=foreign)  # fmt: skip
+        if wanted is None:
+            return state
+        action, reason, message = _action(state, wanted, overwrite)
+        return cls(folder, manifest, claimed, done if action in ("resume", "skip") else {},
+                   problems, action, shards_total, reason, message, foreign)  # fmt: skip
+
+    @property
+    def complete(self) -> bool:
+        """The manifest says complete and every shard it lists is there and intact."""
+        return bool(self.manifest and self.manifest.complete and not self.problems)
+
+    def rows_done(self) -> int:
+        return sum(int(record["rows"]) for record in self.done.values())
+
+    def describe(self) -> str:
+        """The action as the dry run's plan line."""
+        total = self.shards_total
+        if self.action == "refuse":
+            return f"refused: {self.reason}"
+        if self.action == "replace":
+            return f"replace {self.reason}: run all {total} shards"
+        if self.action == "skip":
+            return "skip: OUTPUT is complete for these settings"
+        if self.action == "resume":
+            return f"resume: {len(self.done)} of {total} shards done"
+        return f"run all {total} shards"
+
+    def refusal(self) -> UsageError:
+        """The error a run stops with when the action is refuse."""
+        return UsageError(f"{self.folder}: {self.message}; choose another folder or pass "
+                          "--overwrite")  # fmt: skip
+
+
+def _manifest_there(folder: Path, replaceable: bool) -> Manifest | None:
+    """The folder's manifest; an unreadable one is an error, unless it is to be replaced."""
+    if not (folder / MANIFEST_NAME).exists():
+        return None
+    try:
+        return read_manifest(folder)
+    except DataError:
+        if replaceable:
+            return None
+        raise
+
+
+def _claims(folder: Path, manifest: Manifest | None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The well-formed shard records the folder claims: a complete manifest's, or the
+    markers of an unfinished run. Unreadable or malformed ones are problems."""
+    if manifest is None:
+        return [], []
+    found: list[tuple[str, object]] = []
+    problems: list[str] = []
+    if manifest.complete:
+        found = [(MANIFEST_NAME, record) for record in manifest.shards]
+    else:
+        for marker in sorted((folder / MARKER_DIR).glob("part-*.json")):
+            try:
+                found.append((f"{MARKER_DIR}/{marker.name}", json.loads(marker.read_text())))
+            except (OSError, ValueError):
+                problems.append(f"{MARKER_DIR}/{marker.name} is unreadable")
+    claimed = []
+    for where, record in found:
+        if (
+            isinstance(record, dict)
+            and all(type(record.get(k)) is t for k, t in RECORD_FIELDS.items())
+            and record["file"] == shard_name(record["index"])
+        ):
+            claimed.append(record)
+        else:
+            problems.append(f"{where}: a malformed shard record ({json.dumps(record)[:60]})")
+    return claimed, problems
+
+
+def _verified(
+    folder: Path,
+    claimed: list[dict[str, Any]],
+    problems: list[str],
+    shards_total: int | None,
+    checksums: bool,
+) -> dict[int, dict[str, Any]]:
+    """The claimed shards whose file is there and intact; the others go to ``problems``."""
+    done: dict[int, dict[str, Any]] = {}
+    for record in claimed:
+        index, name = int(record["index"]), str(record["file"])
+        if shards_total is not None and not 0 <= index < shards_total:
+            continue  # a shard this run does not write (the input changed): not reused
+        path = folder / name
+        if not path.exists():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != record["bytes"]:
+            problems.append(f"{name} has {path.stat().st_size:,} bytes, not {record['bytes']:,}")
+        elif checksums and file_sha256(path) != record["sha256"]:
+            problems.append(f"{name} does not match its checksum")
+        else:
+            done[index] = record
+    return done
+
+
+def _action(state: FolderState, wanted: Manifest, overwrite: bool | str) -> tuple[Action, str, str]:
+    """(action, the plan's reason, a refused run's error) for a run that wants ``wanted``."""
+    existing = state.manifest
+    if existing is None:
+        if state.foreign and overwrite is not True:
+            names = ", ".join(state.foreign[:3])
+            return ("refuse", "OUTPUT is not empty and not a stage folder (--overwrite)",
+                    f"not empty and not a dataselect stage folder ({names})")  # fmt: skip
+        return "run", "", ""
+    same_stage = existing.stage == wanted.stage
+    changed = existing.identity() != wanted.identity()
+    if overwrite is True or (overwrite == "stale" and same_stage and changed):
+        return "replace", f"the {existing.stage} output there", ""
+    if changed:
+        diffs = describe_differences(existing.identity(), wanted.identity())
+        message = (
+            f"holds {existing.stage} output made with different settings ({'; '.join(diffs[:3])})"
+            if same_stage
+            else f"holds the output of the '{existing.stage}' stage, not '{wanted.stage}'"
+        )
+        return ("refuse", f"OUTPUT holds other settings ({'; '.join(diffs[:2])}); --overwrite",
+                message)  # fmt: skip
+    if existing.complete and len(state.done) == state.shards_total and not state.problems:
+        return "skip", "", ""
+    return "resume", "", ""
