@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from dataselect.clustering.kmeans import Assigner, keyed_sample
 from dataselect.clustering.stage import ClusterConfig, cluster
-from dataselect.engine.local import CRASH_AFTER_ENV
+from dataselect.engine.base import CRASH_AFTER_ENV
 from dataselect.errors import DataError, UsageError
 from dataselect.io.sources import open_input
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import run_process, shard_bytes, write_parquet_folder
 
 from dataselect.embedding.stage import EmbedConfig, embed
-from dataselect.engine.local import CRASH_AFTER_ENV
+from dataselect.engine.base import CRASH_AFTER_ENV
 from dataselect.errors import DataError, UsageError
 from dataselect.io import output as output_module
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import run_process, shard_bytes, write_parquet_folder
 
-from dataselect.engine.local import CRASH_AFTER_ENV
+from dataselect.engine.base import CRASH_AFTER_ENV
 from dataselect.io.folder_state import MARKER_DIR, FolderState
 from dataselect.manifest import read_manifest
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,29 @@ def test_engine_options_are_checked(cli, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--engine must be one of local, ray" in bad.stderr
     lone = cli("embed", corpus, tmp_path / "o", "--embedder", "hashing", "--ray-address", "auto")
     assert lone.exit_code == 2 and "--ray-address needs --engine ray" in lone.stderr
+
+
+def test_sigkill_on_ray_then_rerun_equals_the_local_engine(tmp_path: Path) -> None:
+    """The publisher's crash injection covers Ray too: killed after one published shard
+    while tasks were writing others, the rerun (on Ray) gives the local engine's bytes and
+    leaves no hidden file."""
+    import signal
+
+    from conftest import shard_bytes
+
+    from dataselect.engine.base import CRASH_AFTER_ENV
+
+    ray_or_skip()
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=4, rows=100)
+    args = ("embed", corpus, "-e", "hashing", "--dim", "32")
+    assert run_process(*args[:2], tmp_path / "local", *args[2:]).returncode == 0
+    out = tmp_path / "ray"
+    crashed = run_process(*args[:2], out, *args[2:], "--engine", "ray",
+                          env={CRASH_AFTER_ENV: "1"})  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert 1 <= len(list(out.glob("part-*.parquet"))) < 4
+    rerun = run_process(*args[:2], out, *args[2:], "--engine", "ray", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["shards_skipped"] >= 1
+    assert shard_bytes(out) == shard_bytes(tmp_path / "local")
+    assert not list(out.glob(".*")), list(out.glob(".*"))

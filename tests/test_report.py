@@ -16,7 +16,7 @@ import pytest
 from conftest import DATASETS, needs_datasets, run_process
 from test_adaptive import GROUPS, planted_corpus
 
-from dataselect.engine.local import CRASH_AFTER_ENV
+from dataselect.engine.base import CRASH_AFTER_ENV
 from dataselect.evaluation import probe_accuracy, random_rows
 from dataselect.report.plots import HEIGHT_PX, WIDTH_PX
 

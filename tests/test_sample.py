@@ -223,7 +223,7 @@ def test_nan_scores_are_refused(clustered: Path, tmp_path: Path) -> None:
 def test_crash_then_rerun_gives_the_same_selection(clustered: Path, tmp_path: Path) -> None:
     from conftest import run_process, shard_bytes
 
-    from dataselect.engine.local import CRASH_AFTER_ENV
+    from dataselect.engine.base import CRASH_AFTER_ENV
 
     args = ["sample", clustered, None, "-s", "kmeans-random", "-b", "40"]
     args[2] = tmp_path / "ref"

@@ -34,12 +34,11 @@ def test_bad_data_in_a_worker_leaves_nothing(cli, tmp_path: Path) -> None:
 
 
 def test_auto_workers_pick_processes_only_where_they_pay(monkeypatch) -> None:
-    from types import SimpleNamespace
-
     import dataselect.engine as engine
+    from dataselect.engine.base import SchedulingTraits
 
     monkeypatch.setattr(engine, "usable_cores", lambda: 4)
-    single, busy = SimpleNamespace(), SimpleNamespace(uses_every_core=True)
+    single, busy = SchedulingTraits(), SchedulingTraits(uses_every_core=True)
     assert engine.resolve_workers(engine.AUTO, single, 10, 1_000_000) == 4
     assert engine.resolve_workers(engine.AUTO, single, 3, 1_000_000) == 3  # one per shard
     assert engine.resolve_workers(engine.AUTO, single, 10, 1_000) == 1  # too small to pay
@@ -48,8 +47,8 @@ def test_auto_workers_pick_processes_only_where_they_pay(monkeypatch) -> None:
     assert engine.resolve_workers(3, busy, 10, 10) == 3  # a count is taken as given
     from dataselect.sampling.stage import SampleStage  # its write-out: threads side by side
 
-    assert SampleStage.shards_in_threads
-    assert engine.resolve_workers(engine.AUTO, SampleStage, 10, 1_000_000) == 4
+    assert SampleStage.traits.shards_in_threads
+    assert engine.resolve_workers(engine.AUTO, SampleStage.traits, 10, 1_000_000) == 4
 
 
 def test_sample_writes_its_shards_in_threads(cli, tmp_path: Path) -> None:
@@ -87,8 +86,9 @@ def test_a_shard_run_side_by_side_records_its_own_time(tmp_path: Path, monkeypat
     """Not the publisher's wait for it: shard 1 (0.2 s) finishes while shard 0 (0.4 s) runs."""
     import time
 
-    import dataselect.engine.local as local
+    import dataselect.engine.base as local
     from dataselect.embedding.stage import EmbedConfig, EmbedStage, embed
+    from dataselect.engine.base import SchedulingTraits
     from dataselect.manifest import read_manifest
 
     corpus = write_parquet_folder(tmp_path / "corpus", shards=2, rows=20)
@@ -100,7 +100,13 @@ def test_a_shard_run_side_by_side_records_its_own_time(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(local, "write_shard_file", slow)
     # threads, so the patch reaches the workers (a spawned process would not see it)
-    monkeypatch.setattr(EmbedStage, "shards_in_threads", True, raising=False)
+    real_init = EmbedStage.__init__
+
+    def in_threads(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.traits = SchedulingTraits(shards_in_threads=True)
+
+    monkeypatch.setattr(EmbedStage, "__init__", in_threads)
     with use_engine("local", workers=2):
         embed(corpus, tmp_path / "out", EmbedConfig(embedder="hashing"), quiet=True)
     seconds = [shard["seconds"] for shard in read_manifest(tmp_path / "out").shards]
@@ -115,7 +121,7 @@ def test_sigkill_with_workers_then_rerun_equals_one_process(tmp_path: Path, stag
 
     from conftest import run_process, shard_bytes
 
-    from dataselect.engine.local import CRASH_AFTER_ENV
+    from dataselect.engine.base import CRASH_AFTER_ENV
 
     corpus = write_parquet_folder(tmp_path / "corpus", shards=6, rows=400)
     if stage == "sample":

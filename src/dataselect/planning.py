@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataselect.engine.base import SchedulingTraits
 from dataselect.errors import DataError, UsageError
 from dataselect.io.folder_state import FolderState
 from dataselect.io.ids import batch_ids
@@ -312,7 +313,7 @@ def rows_to_process(state: FolderState | None, shape: DataShape) -> int:
     return max(0, shape.rows - state.rows_done())
 
 
-def planned_workers(uses_every_core: bool, shape: DataShape, todo: int) -> int:
+def planned_workers(traits: SchedulingTraits, shape: DataShape, todo: int) -> int:
     """The worker processes the run would use (``--workers``, auto resolved as the local
     engine resolves it; the shards to do are counted in proportion to the rows)."""
     from dataselect.engine import current_engine, resolve_workers
@@ -321,8 +322,7 @@ def planned_workers(uses_every_core: bool, shape: DataShape, todo: int) -> int:
     if choice.name != "local" or not todo:
         return 1
     shards = max(1, round(shape.shards * todo / max(shape.rows, 1)))
-    stage = type("Stage", (), {"uses_every_core": uses_every_core})
-    return resolve_workers(choice.workers, stage, shards, todo)
+    return resolve_workers(choice.workers, traits, shards, todo)
 
 
 def manifest_for(stage: str, params: dict[str, Any], dataset: InputDataset) -> Manifest:
@@ -506,7 +506,7 @@ def plan_embed(
     vector_bytes = stage.dim * 4
     # the read batch decoded, and its vectors: computed, normalised, written
     memory = base * MB + shape.decode_bytes(READ_ROWS) + 3 * READ_ROWS * vector_bytes
-    workers = planned_workers(stage.uses_every_core, shape, todo)
+    workers = planned_workers(stage.traits, shape, todo)
     seconds = startup + per_row * todo
     if workers > 1:  # each worker a process like this one; the parent only publishes
         memory = base * MB + workers * memory
@@ -690,7 +690,7 @@ def plan_score(
         + LIST_DECODE_COPIES * min(READ_ROWS, shape.rows) * vector_bytes  # embeddings read
         + FLAT_DECODE_COPIES * fit_rows * vector_bytes  # a probe's training rows
     )
-    workers = planned_workers(False, shape, todo)
+    workers = planned_workers(ScoreStage.traits, shape, todo)
     seconds = startup + per_row * todo
     if workers > 1:  # the fits stay in this process; each worker holds the fitted scorers
         memory = base * MB + workers * memory
@@ -808,7 +808,7 @@ def plan_sample(
     write_out = todo * source_read
     # the source rows joined back by the write-out's threads (``--workers``), then the
     # embeddings read for the diversity metrics, a few parts side by side (``io.readahead``)
-    workers = planned_workers(SampleStage.uses_every_core, source_shape, todo)
+    workers = planned_workers(SampleStage.traits, source_shape, todo)
     readers = max(1, min(read_threads(), source_shape.shards))
     memory += max(
         workers * source_shape.decode_bytes(READ_ROWS),

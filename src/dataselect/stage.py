@@ -1,53 +1,34 @@
-"""What every per-shard stage shares: a stage is code over one shard; an engine runs it.
+"""Running a stage: a stage is code over one shard (``engine.base.ShardStage``); an engine
+runs it.
 
-A ``ShardStage`` turns one input shard into record batches of its output schema and knows
-nothing about files, resume or progress. ``run_stage`` owns the rest: the output folder
-(resume, refusal, atomic shards, manifest last), the engine, progress, and rollback of this
-invocation's files when the data turns out to be bad.
+``run_stage`` owns the rest: the output folder (resume, refusal, atomic shards, manifest
+last), the engine, progress, and rollback of this invocation's files when the data turns out
+to be bad.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import pyarrow as pa
-
+from dataselect import __version__
+from dataselect.engine import current_engine, engine_for
+from dataselect.engine.base import SchedulingTraits, ShardStage, publish_in_order
 from dataselect.io.output import StageOutput
-from dataselect.io.sources import InputDataset, InputShard
+from dataselect.io.sources import InputDataset
 from dataselect.manifest import Manifest
 from dataselect.progress import Reporter
 
-
-class ShardStage(Protocol):
-    name: str
-    schema: pa.Schema
-    artifacts: tuple[str, ...]
-
-    def params(self) -> dict[str, Any]:
-        """Everything that decides the output bytes (compared on resume)."""
-        ...
-
-    def setup(self, output: StageOutput) -> None:
-        """Work before the shards (e.g. fit centroids), once per run."""
-        ...
-
-    def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
-        """Yield the output batches of one shard, in input row order."""
-        ...
-
-    def finish(self, output: StageOutput) -> dict[str, Any]:
-        """A reduction after every shard is written; returns facts for the manifest."""
-        ...
+__all__ = ["PerRowStage", "SchedulingTraits", "ShardStage", "StageResult", "run_stage"]
 
 
 class PerRowStage:
     """Defaults for stages that are a pure map over rows (no setup, no reduction)."""
 
     artifacts: tuple[str, ...] = ()
+    traits = SchedulingTraits()
 
     def setup(self, output: StageOutput) -> None:
         return None
@@ -85,6 +66,30 @@ class StageResult:
         }
 
 
+def stage_manifest(
+    stage: ShardStage,
+    dataset: InputDataset,
+    identity_input: InputDataset | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> Manifest:
+    """The manifest a run of ``stage`` over ``dataset`` wants: its identity (stage, version,
+    parameters, input fingerprint) decides what an existing OUTPUT is to it. The dry run
+    asks ``FolderState`` with the same one."""
+    source = identity_input or dataset
+    return Manifest(
+        stage=stage.name,
+        version=__version__,
+        params=stage.params(),
+        input={
+            "path": str(Path(source.path).resolve()),
+            "format": source.format,
+            "fingerprint": source.fingerprint(),
+        },
+        outputs={"columns": stage.schema.names, **(outputs or {})},
+        shards_total=len(dataset.shards),
+    )
+
+
 def run_stage(
     stage: ShardStage,
     dataset: InputDataset,
@@ -99,22 +104,7 @@ def run_stage(
     ``identity_input`` is the stage's own input when it differs from the shards it maps
     (the sample stage reads a cluster folder but writes one part per source shard).
     """
-    from dataselect import __version__
-    from dataselect.engine import current_engine
-    from dataselect.engine.local import run_local
-
-    manifest = Manifest(
-        stage=stage.name,
-        version=__version__,
-        params=stage.params(),
-        input={
-            "path": str(Path((identity_input or dataset).path).resolve()),
-            "format": (identity_input or dataset).format,
-            "fingerprint": (identity_input or dataset).fingerprint(),
-        },
-        outputs={"columns": stage.schema.names, **(outputs or {})},
-        shards_total=len(dataset.shards),
-    )
+    manifest = stage_manifest(stage, dataset, identity_input, outputs)
     folder = StageOutput(
         output,
         manifest,
@@ -130,13 +120,13 @@ def run_stage(
         with Reporter(stage.name, dataset.rows, len(dataset.shards), quiet=quiet) as reporter:
             if not folder.already_complete:
                 stage.setup(folder)
-                engine = current_engine()
-                if engine.name == "ray":
-                    from dataselect.engine.ray import run_ray
-
-                    run_ray(stage, dataset, folder, reporter, engine.address)
-                else:
-                    run_local(stage, dataset, folder, reporter, engine.workers)
+                todo = [s for s in dataset.shards if not folder.is_done(s.index)]
+                engine, how = engine_for(
+                    current_engine(), stage.traits, len(todo), sum(s.rows or 0 for s in todo)
+                )
+                if how:
+                    reporter.log(how)
+                publish_in_order(stage, dataset, folder, reporter, engine)
                 folder.manifest.outputs.update(stage.finish(folder))
             final = folder.finalize()
             rows = final.rows

@@ -33,7 +33,7 @@ from dataselect.errors import DataError, UsageError
 from dataselect.io.ids import id_type, resolve_id_column
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_stage_input
-from dataselect.stage import StageResult, run_stage
+from dataselect.stage import SchedulingTraits, StageResult, run_stage
 
 CENTROIDS = "centroids.npy"
 CLUSTERS = "clusters.parquet"
@@ -98,7 +98,7 @@ def load_centroids(path: str | Path, dim: int, metric: str) -> np.ndarray:
 class ClusterStage:
     name = "cluster"
     artifacts = (CENTROIDS, CLUSTERS, FIT_FACTS)
-    uses_every_core = True  # FAISS's assignment search (see ``engine.resolve_workers``)
+    traits = SchedulingTraits(uses_every_core=True)  # FAISS's assignment search
 
     def __init__(self, dataset: InputDataset, config: ClusterConfig) -> None:
         config.check()

@@ -20,7 +20,7 @@ from dataselect.io.sources import (
     InputShard,
     open_stage_input,
 )
-from dataselect.stage import PerRowStage, StageResult, run_stage
+from dataselect.stage import PerRowStage, SchedulingTraits, StageResult, run_stage
 
 EMBEDDERS = ("minilm", "hashing")
 READ_ROWS = 8192  # rows per read batch, per encode call and per output row group
@@ -78,11 +78,6 @@ class EmbedStage(PerRowStage):
 
     name = "embed"
 
-    @property
-    def uses_every_core(self) -> bool:
-        """MiniLM's torch already runs on every core (see ``engine.resolve_workers``)."""
-        return self.embedder is not None and self.embedder.name == "minilm"
-
     def __init__(self, dataset: InputDataset, config: EmbedConfig) -> None:
         config.check()
         self.config = config
@@ -104,6 +99,8 @@ class EmbedStage(PerRowStage):
             self.text.validate(dataset)
             self.embedder = make_embedder(config)
             self.dim = self.embedder.dim
+            # MiniLM's torch already runs on every core (see ``engine.resolve_workers``)
+            self.traits = SchedulingTraits(uses_every_core=self.embedder.name == "minilm")
             value_columns = self.text.columns
         self.columns = list(
             dict.fromkeys(([self.id_column] if self.id_column else []) + value_columns)

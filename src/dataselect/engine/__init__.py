@@ -1,5 +1,6 @@
-"""Engines run a stage's per-shard code over the shards: in this process (local) or as Ray
-tasks (ray). Both call the same code, so their outputs are byte-identical.
+"""Engines run a stage's per-shard code over the shards: in this process, threads or worker
+processes (local), or as Ray tasks (ray). All call the same code and publish through the same
+``publish_in_order``, so their outputs are byte-identical.
 
 The engine is chosen around the stage calls, not by each stage::
 
@@ -14,8 +15,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
+from dataselect.engine.base import Engine, SchedulingTraits
 from dataselect.errors import UsageError
 
 ENGINES = ("local", "ray")
@@ -50,8 +51,8 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_workers(workers: int, stage: Any, shards: int, rows: int) -> int:
-    """The processes to run ``shards`` shards (``rows`` rows) of ``stage`` in.
+def resolve_workers(workers: int, traits: SchedulingTraits, shards: int, rows: int) -> int:
+    """The processes (or threads) to run ``shards`` shards (``rows`` rows) of a stage in.
 
     auto: one per usable core (at most one per shard), except when the stage's per-shard
     code already keeps every core busy (MiniLM's torch, FAISS's assignment: several
@@ -60,9 +61,29 @@ def resolve_workers(workers: int, stage: Any, shards: int, rows: int) -> int:
     """
     if workers != AUTO:
         return workers
-    if getattr(stage, "uses_every_core", False) or shards < 2 or rows < AUTO_MIN_ROWS:
+    if traits.uses_every_core or shards < 2 or rows < AUTO_MIN_ROWS:
         return 1
     return max(1, min(usable_cores(), shards))
+
+
+def engine_for(
+    choice: EngineChoice, traits: SchedulingTraits, shards: int, rows: int
+) -> tuple[Engine, str | None]:
+    """The engine that runs ``shards`` shards (``rows`` rows) of a stage with ``traits``,
+    and a log line saying how, when it runs them side by side."""
+    from dataselect.engine.local import InProcessEngine, PoolEngine
+
+    if choice.name == "ray":
+        from dataselect.engine.ray import RayEngine
+
+        return RayEngine(choice.address), None
+    workers = resolve_workers(choice.workers, traits, shards, rows)
+    if workers <= 1:
+        return InProcessEngine(), None
+    kind = "threads" if traits.shards_in_threads else "processes"
+    return PoolEngine(
+        workers, traits.shards_in_threads
+    ), f"{shards} shards in {workers} worker {kind}"
 
 
 _current = EngineChoice()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,22 +135,22 @@ class StageOutput:
     def is_done(self, index: int) -> bool:
         return index in self.done
 
+    def temporary_shard_path(self, index: int) -> Path:
+        """Where shard ``index`` is written before it is published (hidden, swept on rerun)."""
+        return temporary_path(self.folder / shard_name(index))
+
     def write_shard(
         self,
         index: int,
-        write: Callable[[Path], int | tuple[int, float]],
+        produce: Callable[[], tuple[int, float]],
         source: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Run ``write(tmp_path) -> rows``, then publish the file and its marker atomically.
-
-        A shard written elsewhere (a worker, a Ray task) returns ``(rows, seconds)`` with its
-        own time, so the record does not count the wait for it."""
+        """Run ``produce()``, which writes the shard at ``temporary_shard_path(index)`` and
+        returns its rows and seconds, then publish the file and its marker atomically."""
         final = self.folder / shard_name(index)
-        tmp = temporary_path(final)
-        started = time.perf_counter()
+        tmp = self.temporary_shard_path(index)
         try:
-            written = write(tmp)
-            rows, seconds = written if isinstance(written, tuple) else (written, None)
+            rows, seconds = produce()
             commit(tmp, final)
             self._written.append(final)
             record = {
@@ -160,7 +159,7 @@ class StageOutput:
                 "rows": rows,
                 "bytes": final.stat().st_size,
                 "sha256": file_sha256(final),
-                "seconds": round(seconds or time.perf_counter() - started, 3),
+                "seconds": round(seconds, 3),
             }
             if source is not None:
                 record["source"] = source

@@ -64,7 +64,7 @@ from dataselect.sampling.streaming import (
     select_streaming,
 )
 from dataselect.scoring.rows import RowReader
-from dataselect.stage import StageResult, run_stage
+from dataselect.stage import SchedulingTraits, StageResult, run_stage
 
 DECISIONS = "decisions.parquet"
 SELECTION = "selection.json"
@@ -212,8 +212,7 @@ class SampleStage:
     # the write-out is pyarrow reading and writing, which releases the GIL: its shards run
     # side by side in threads (worker processes measured slower: 15-16 s against 6-9 s at
     # 5M rows, each re-importing and being sent the selection; README, "Engines")
-    uses_every_core = False
-    shards_in_threads = True
+    traits = SchedulingTraits(shards_in_threads=True)
 
     def __init__(self, dataset: InputDataset, config: SampleConfig) -> None:
         config.check()

@@ -31,7 +31,7 @@ from dataselect.scoring.heuristic import HeuristicScorer
 from dataselect.scoring.influence import InfluenceScorer
 from dataselect.scoring.rows import RowReader
 from dataselect.scoring.scorer import Scorer
-from dataselect.stage import StageResult, run_stage
+from dataselect.stage import SchedulingTraits, StageResult, run_stage
 
 SCORERS = ("heuristic", "dsir", "classifier", "influence", *KINDS, "label-agreement")
 CARRIED = ("cluster", "distance")  # input columns the samplers need, kept as they are
@@ -136,6 +136,7 @@ class ScoreConfig:
 
 class ScoreStage:
     name = "score"
+    traits = SchedulingTraits()  # one scorer per core: side by side in worker processes
 
     def __init__(self, dataset: InputDataset, config: ScoreConfig) -> None:
         config.check()
