@@ -12,7 +12,8 @@ import pytest
 import yaml
 from conftest import write_parquet_folder
 
-from dataselect.planning import estimate_command, format_plans, measure_command, plan_cluster
+from dataselect.clustering.estimate import estimate_cluster as plan_cluster
+from dataselect.planning import estimate_command, format_plans, measure_command
 
 
 def tree(folder: Path) -> dict[str, tuple[int, int]]:

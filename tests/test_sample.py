@@ -19,6 +19,7 @@ from dataselect.clustering.stage import ClusterConfig, cluster
 from dataselect.embedding.stage import EmbedConfig, embed
 from dataselect.errors import DataError, UsageError
 from dataselect.sampling.metrics import vendi_eigenvalues, vendi_from_eigenvalues, vendi_scores
+from dataselect.sampling.registry import STRATEGIES
 from dataselect.sampling.stage import SampleConfig, sample
 from dataselect.sampling.strategies import Pool, allocate, select
 
@@ -154,14 +155,16 @@ def test_kmq_follows_the_score_as_temperature_drops() -> None:
         cluster=(np.arange(n) % 4).astype(np.int32),
         score=rng.standard_normal(n),
     )
-    cold = select(pool, "kmq", 40, "proportional", temperature=1e-3).rows
+    cold = select(pool, STRATEGIES.get("kmq")(), 40, "proportional", temperature=1e-3).rows
     for c in range(4):
         in_cluster = np.flatnonzero(pool.cluster == c)
         top = set(in_cluster[np.argsort(-pool.score[in_cluster])[:10]])
         assert set(cold[pool.cluster[cold] == c]) == top
-    hot = select(pool, "kmq", 400, "proportional", temperature=1.0).rows
+    hot = select(pool, STRATEGIES.get("kmq")(), 400, "proportional", temperature=1.0).rows
     mean_hot = pool.score[hot].mean()
-    uniform = select(pool, "kmeans-random", 400, "proportional", temperature=1.0).rows
+    uniform = select(
+        pool, STRATEGIES.get("kmeans-random")(), 400, "proportional", temperature=1.0
+    ).rows
     assert mean_hot > pool.score[uniform].mean() + 0.3  # softmax tilts toward high scores
     assert len(set(hot.tolist())) == 400
 

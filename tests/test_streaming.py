@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from hypothesis import strategies as st
 
 from dataselect.errors import DataError
 from dataselect.keyed import IdSet, row_keys
-from dataselect.sampling.strategies import PER_CLUSTER_DRAW, Pool, allocate, reason_texts, select
-from dataselect.sampling.streaming import SELECT_STREAM, BoundedTop, sort_keys
+from dataselect.sampling.registry import STRATEGIES
+from dataselect.sampling.strategies import Pool, allocate, select
+from dataselect.sampling.strategy import SortColumns
+from dataselect.sampling.streaming import SELECT_STREAM, BoundedTop
 
 
 def in_memory(ids: list[str], cluster, distance, score, strategy, budget, allocation, t, seed):
@@ -25,27 +28,28 @@ def in_memory(ids: list[str], cluster, distance, score, strategy, budget, alloca
     sorted_ids = pa.array([ids[i] for i in order])
     pool = Pool(row_keys(sorted_ids, seed, SELECT_STREAM), cluster[order], distance[order],
                 score[order])  # fmt: skip
-    selection = select(pool, strategy, budget, allocation, t)
+    selection = select(pool, STRATEGIES.get(strategy)(), budget, allocation, t)
     return {sorted_ids[int(r)].as_py(): selection.reasons[r] for r in selection.rows}
 
 
 def streamed(ids, cluster, distance, score, strategy, budget, allocation, t, seed, cuts, prune):
-    if strategy in PER_CLUSTER_DRAW:
+    strategy = STRATEGIES.get(strategy)()
+    if strategy.per_cluster:
         quota = allocate(np.bincount(cluster), budget, allocation)
     else:
         quota = np.array([budget])
     top = np.full(cluster.max() + 1, -np.inf)
     np.maximum.at(top, cluster, score / t)
-    selector = BoundedTop(quota, np.uint64 if strategy == "random" else np.float64, prune)
+    selector = BoundedTop(quota, strategy.primary_type, prune)
     for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         batch = pa.array(ids[lo:hi])
         keys = row_keys(batch, seed, SELECT_STREAM)
-        group, primary, secondary = sort_keys(strategy, keys, cluster[lo:hi], distance[lo:hi],
-                                              score[lo:hi], top, t)  # fmt: skip
+        rows = SortColumns(keys, cluster[lo:hi], distance[lo:hi], score[lo:hi], top, t)
+        group, primary, secondary = strategy.sort_keys(rows)
         selector.add(group, primary, batch, secondary)
     chosen = selector.result()
-    reasons = reason_texts(strategy, chosen.column("group").to_numpy(),
-                           chosen.column("rank").to_numpy(), quota)  # fmt: skip
+    reasons = strategy.reasons(chosen.column("group").to_numpy(),
+                               chosen.column("rank").to_numpy(), quota)  # fmt: skip
     return dict(zip(chosen.column("id").to_pylist(), reasons, strict=True))
 
 
@@ -112,7 +116,6 @@ def test_coverage_is_the_same_streamed_and_in_memory_with_an_empty_last_cluster(
 ) -> None:
     """clusters.parquet lists a centroid that got no rows; streamed (sizes from that file)
     and in-memory (sizes from the rows) must report the same cluster metrics."""
-    import dataselect.sampling.stage as stage
     from dataselect import ClusterConfig, EmbedConfig, SampleConfig, cluster, embed, sample
 
     corpus = write_parquet_folder(tmp_path / "corpus", shards=2, rows=60)
@@ -126,7 +129,8 @@ def test_coverage_is_the_same_streamed_and_in_memory_with_an_empty_last_cluster(
     assert len(sizes) == 4 and sizes[3] == 0  # the duplicate centroid loses every tie
     config = SampleConfig(strategy="kmeans-random", budget="20")
     sample(tmp_path / "cluster", tmp_path / "streamed", config, quiet=True)
-    monkeypatch.setattr(stage, "ONE_SHOT", ())  # force the in-memory pool
+    entry = STRATEGIES.get("kmeans-random")  # force the in-memory pool
+    monkeypatch.setattr(entry, "traits", dataclasses.replace(entry.traits, streams=False))
     sample(tmp_path / "cluster", tmp_path / "pool", config, quiet=True)
     streamed, pool = (json.loads((tmp_path / n / "selection.json").read_text())
                       for n in ("streamed", "pool"))  # fmt: skip
@@ -143,6 +147,6 @@ def test_an_overflowing_score_over_temperature_is_refused_in_both_paths() -> Non
     score = np.full(20, 1e308)
     keys = row_keys(ids, 0, SELECT_STREAM)
     with pytest.raises(DataError, match="overflows"):
-        select(Pool(keys, cluster, None, score), "kmq", 10, "proportional", 0.5)
+        select(Pool(keys, cluster, None, score), STRATEGIES.get("kmq")(), 10, "proportional", 0.5)
     with pytest.raises(DataError, match="overflows"):
-        sort_keys("kmq", keys, cluster, None, score, np.zeros(1), 0.5)
+        STRATEGIES.get("kmq")().sort_keys(SortColumns(keys, cluster, None, score, np.zeros(1), 0.5))

@@ -1,4 +1,5 @@
-"""`dataselect run CONFIG.yaml`: embed -> cluster -> [score] -> sample, one folder per stage.
+"""The pipeline: one spec of the stages (name, config, run, estimate, which input each reads)
+that `dataselect run CONFIG.yaml`, `run --dry-run` and the stage commands all walk.
 
 The config names the input, the run folder and each stage's options (the same names as
 the command-line options, with underscores). Each stage runs through the same resumable
@@ -9,25 +10,79 @@ after it). Values are overridden from the command line with --set stage.option=v
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dataselect.clustering.stage import ClusterConfig, cluster
-from dataselect.embedding.stage import EmbedConfig, embed
+from dataselect.clustering.config import ClusterConfig
+from dataselect.embedding.config import EmbedConfig
 from dataselect.errors import UsageError
-from dataselect.sampling.stage import SampleConfig, refined_rounds, sample
-from dataselect.scoring.stage import ScoreConfig, score
+from dataselect.options import OptionError, StageConfig
+from dataselect.planning import DataShape, Plan
+from dataselect.sampling.config import SampleConfig
+from dataselect.scoring.config import ScoreConfig
 from dataselect.stage import StageResult
 
-STAGES: dict[str, type] = {
-    "embed": EmbedConfig,
-    "cluster": ClusterConfig,
-    "score": ScoreConfig,  # optional: runs only when the config has a score section
-    "sample": SampleConfig,
-}
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the pipeline: its config, and where its run and its estimate live
+    (imported on use, so the command line starts without every stage's libraries)."""
+
+    name: str
+    config: type[StageConfig]
+    run_at: str  # "module:function" of run(input, output, config, overwrite, quiet)
+    estimate_at: str  # "module:function" of estimate(input, output, config, overwrite, ...)
+    optional: bool = False  # `dataselect run`: only when the config has a section for it
+
+    def run(
+        self,
+        input: str | Path,
+        output: str | Path,
+        config: Any,
+        overwrite: bool | str = False,
+        quiet: bool = False,
+    ) -> StageResult:
+        result: StageResult = _function(self.run_at)(
+            input, output, config, overwrite=overwrite, quiet=quiet
+        )
+        return result
+
+    def estimate(
+        self,
+        input: str | Path,
+        output: str | Path,
+        config: Any,
+        overwrite: bool | str = False,
+        predicted: DataShape | None = None,
+        count_startup: bool = True,
+        source: Any = None,
+    ) -> tuple[Plan, DataShape]:
+        estimate: Callable[..., tuple[Plan, DataShape]] = _function(self.estimate_at)
+        return estimate(input, output, config, overwrite, predicted, count_startup, source)
+
+
+def _function(where: str) -> Any:
+    module, name = where.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+PIPELINE = (
+    StageSpec("embed", EmbedConfig, "dataselect.embedding.stage:embed",
+              "dataselect.embedding.estimate:estimate_embed"),
+    StageSpec("cluster", ClusterConfig, "dataselect.clustering.stage:cluster",
+              "dataselect.clustering.estimate:estimate_cluster"),
+    StageSpec("score", ScoreConfig, "dataselect.scoring.stage:score",
+              "dataselect.scoring.estimate:estimate_score", optional=True),
+    StageSpec("sample", SampleConfig, "dataselect.sampling.stage:sample",
+              "dataselect.sampling.estimate:estimate_sample"),
+)  # fmt: skip
+SPECS = {spec.name: spec for spec in PIPELINE}
+STAGES: dict[str, type[StageConfig]] = {spec.name: spec.config for spec in PIPELINE}
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -61,61 +116,80 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
 
 
 def stage_config(name: str, values: dict[str, Any] | None) -> Any:
+    """The config of stage ``name`` from its YAML section: every key an option of the stage
+    (`dataselect NAME --help`), parsed as the command line parses it; errors name the key."""
     cls = STAGES[name]
     values = dict(values or {})
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - fields
+    known = sorted(spec.name for spec in cls.option_specs())
+    unknown = set(values) - set(known)
     if unknown:
         raise UsageError(
-            f"{name}: unknown option(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(sorted(fields))})"
+            f"{name}: unknown option(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})"
         )
-    if name == "cluster" and "k_grid" in values:
-        values["k_grid"] = tuple(values["k_grid"])
-    if name == "score" and "scorers" in values:
-        scorers = values["scorers"]
-        values["scorers"] = (scorers,) if isinstance(scorers, str) else tuple(scorers)
-    if name == "sample" and "budget" in values:
-        values["budget"] = str(values["budget"])
-    return cls(**values)
+    try:
+        return cls(**values)
+    except OptionError as exc:
+        raise UsageError(f"{name}.{exc.option} {exc.problem}") from None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a run: its spec, config, input and output folder."""
+
+    spec: StageSpec
+    config: Any
+    input: str | Path
+    output: Path
+
+
+def run_steps(config: dict[str, Any]) -> list[Step]:
+    """The stages `dataselect run` runs, every config checked before any stage starts: each
+    reads the folder of the one before it (the first reads the config's input)."""
+    run_dir = Path(config["run_dir"])
+    configs = {name: stage_config(name, config.get(name)) for name in STAGES}
+    for stage in configs.values():
+        stage.check()
+    steps: list[Step] = []
+    for spec in PIPELINE:
+        if spec.optional and config.get(spec.name) is None:
+            continue
+        input = steps[-1].output if steps else config["input"]
+        steps.append(Step(spec, configs[spec.name], input, run_dir / spec.name))
+    carry_refined_rounds(steps[-1])
+    return steps
+
+
+def carry_refined_rounds(step: Step) -> None:
+    """An iterative selection refined round by round keeps its rounds when the pipeline
+    reruns (see ``sampling.stage.refined_rounds``)."""
+    from dataselect.sampling.stage import refined_rounds
+
+    step.config.options["feedback_digests"] = refined_rounds(step.input, step.output, step.config)
 
 
 def run_pipeline(config: dict[str, Any], quiet: bool = False) -> list[StageResult]:
     """Run every stage in order under ``run_dir``; returns each stage's result."""
-    run_dir = Path(config["run_dir"])
-    configs = {name: stage_config(name, config.get(name)) for name in STAGES}
-    folders = {name: run_dir / name for name in STAGES}
-    results = [
-        embed(config["input"], folders["embed"], configs["embed"], overwrite="stale", quiet=quiet),
-        cluster(
-            folders["embed"], folders["cluster"], configs["cluster"], overwrite="stale", quiet=quiet
-        ),
+    return [
+        step.spec.run(step.input, step.output, step.config, overwrite="stale", quiet=quiet)
+        for step in run_steps(config)
     ]
-    scored = config.get("score") is not None
-    if scored:
-        results.append(
-            score(
-                folders["cluster"],
-                folders["score"],
-                configs["score"],
-                overwrite="stale",
-                quiet=quiet,
-            )
-        )
-    sample_input = folders["score" if scored else "cluster"]
-    configs["sample"].feedback_digests = refined_rounds(
-        sample_input, folders["sample"], configs["sample"]
-    )
-    results.append(
-        sample(
-            sample_input,
-            folders["sample"],
-            configs["sample"],
-            overwrite="stale",
-            quiet=quiet,
-        )
-    )
-    return results
+
+
+def plan_run(config: dict[str, Any]) -> list[Plan]:
+    """Every stage of `dataselect run CONFIG`, each from its real input when that exists and
+    is current, else from the shape the stage before it will write."""
+    from dataselect.io.sources import open_stage_input
+
+    steps = run_steps(config)
+    source = open_stage_input(config["input"], shard_rows=steps[0].config.shard_rows)
+    plans: list[Plan] = []
+    shape: DataShape | None = None
+    for step in steps:
+        plan, shape = step.spec.estimate(step.input, step.output, step.config, "stale",
+                                         predicted=shape, count_startup=not plans,
+                                         source=source)  # fmt: skip
+        plans.append(plan)
+    return plans
 
 
 def run_summary(results: list[StageResult]) -> dict[str, Any]:

@@ -66,27 +66,43 @@ class StageResult:
         }
 
 
+def wanted_manifest(
+    name: str,
+    params: dict[str, Any],
+    source: InputDataset,
+    shards_total: int,
+    outputs: dict[str, Any] | None = None,
+) -> Manifest:
+    """The manifest a run of stage ``name`` wants: its identity (stage, version, parameters,
+    fingerprint of ``source``, its input) decides what an existing OUTPUT is to it. A dry
+    run asks ``FolderState`` with the same one."""
+    return Manifest(
+        stage=name,
+        version=__version__,
+        params=params,
+        input={
+            "path": str(Path(source.path).resolve()),
+            "format": source.format,
+            "fingerprint": source.fingerprint(),
+        },
+        outputs=dict(outputs or {}),
+        shards_total=shards_total,
+    )
+
+
 def stage_manifest(
     stage: ShardStage,
     dataset: InputDataset,
     identity_input: InputDataset | None = None,
     outputs: dict[str, Any] | None = None,
 ) -> Manifest:
-    """The manifest a run of ``stage`` over ``dataset`` wants: its identity (stage, version,
-    parameters, input fingerprint) decides what an existing OUTPUT is to it. The dry run
-    asks ``FolderState`` with the same one."""
-    source = identity_input or dataset
-    return Manifest(
-        stage=stage.name,
-        version=__version__,
-        params=stage.params(),
-        input={
-            "path": str(Path(source.path).resolve()),
-            "format": source.format,
-            "fingerprint": source.fingerprint(),
-        },
-        outputs={"columns": stage.schema.names, **(outputs or {})},
-        shards_total=len(dataset.shards),
+    """``wanted_manifest`` of ``stage`` run over the shards of ``dataset``."""
+    return wanted_manifest(
+        stage.name,
+        stage.params(),
+        identity_input or dataset,
+        len(dataset.shards),
+        {"columns": stage.schema.names, **(outputs or {})},
     )
 
 

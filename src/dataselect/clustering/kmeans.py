@@ -28,8 +28,6 @@ from dataselect.keyed import row_keys
 
 READ_ROWS = 16_384
 SAMPLE_STREAM = 1  # keyed-randomness stream of the fit sample
-METRICS = ("cosine", "l2")
-DEFAULT_K_GRID = (8, 16, 32, 64, 128, 256, 512, 1024)
 # k-means++ seeds come from the first max(4 k, 4,096) rows of the (keyed, uniform) sample
 PLUSPLUS_ROWS_PER_K = 4
 PLUSPLUS_MIN_ROWS = 4_096

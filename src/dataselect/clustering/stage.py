@@ -10,7 +10,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataselect.clustering.config import ClusterConfig
 from dataselect.clustering.kmeans import (
-    DEFAULT_K_GRID,
-    METRICS,
     Assigner,
     choose_k,
     fit_kmeans,
@@ -38,30 +37,6 @@ from dataselect.stage import SchedulingTraits, StageResult, run_stage
 CENTROIDS = "centroids.npy"
 CLUSTERS = "clusters.parquet"
 FIT_FACTS = "fit.json"
-
-
-@dataclass
-class ClusterConfig:
-    """Options of ``dataselect cluster`` (see its --help)."""
-
-    k: int | str = 100  # an int, or "auto"
-    niter: int = 20
-    seed: int = 0
-    max_points_per_centroid: int = 256
-    metric: str = "cosine"
-    vector_column: str = "embedding"
-    id_column: str | None = None
-    k_grid: tuple[int, ...] = DEFAULT_K_GRID
-    centroids: str | None = None  # a .npy file: assign to these, do not fit
-
-    def check(self) -> None:
-        if self.metric not in METRICS:
-            raise UsageError(f"--metric must be one of {', '.join(METRICS)}")
-        if self.centroids is None and self.k != "auto":
-            if not isinstance(self.k, int) or self.k < 1:
-                raise UsageError("--k must be a positive integer or 'auto'")
-        if self.niter < 1 or self.max_points_per_centroid < 1:
-            raise UsageError("--niter and --max-points-per-centroid must be at least 1")
 
 
 def read_cluster_sizes(folder: Path) -> np.ndarray | None:

@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
+from dataselect.embedding.config import EmbedConfig
 from dataselect.embedding.text import TextSpec
 from dataselect.embedding.vectors import check_vector_column, first_vector_dim, normalised_vectors
 from dataselect.errors import UsageError
 from dataselect.io.ids import batch_ids, check_unique, id_type, resolve_id_column
 from dataselect.io.sources import (
-    DEFAULT_SHARD_ROWS,
     InputDataset,
     InputShard,
     open_stage_input,
 )
 from dataselect.stage import PerRowStage, SchedulingTraits, StageResult, run_stage
 
-EMBEDDERS = ("minilm", "hashing")
 READ_ROWS = 8192  # rows per read batch, per encode call and per output row group
 
 
@@ -33,34 +32,6 @@ class Embedder(Protocol):
     def identity(self) -> dict[str, object]: ...
 
     def embed(self, texts: list[str]) -> np.ndarray: ...
-
-
-@dataclass
-class EmbedConfig:
-    """Options of ``dataselect embed`` (see its --help)."""
-
-    embedder: str = "minilm"
-    text_column: str = "text"
-    template: str | None = None
-    vector_column: str | None = None
-    id_column: str | None = None
-    dim: int | None = None
-    batch_size: int = 64
-    device: str = "auto"
-    seed: int = 0
-    shard_rows: int = DEFAULT_SHARD_ROWS
-
-    def check(self) -> None:
-        if self.vector_column is None and self.embedder not in EMBEDDERS:
-            raise UsageError(f"--embedder must be one of {', '.join(EMBEDDERS)}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise UsageError("--device must be auto, cpu or cuda")
-        if self.batch_size < 1:
-            raise UsageError("--batch-size must be at least 1")
-        if self.dim is not None and self.dim < 1:
-            raise UsageError("--dim must be at least 1")
-        if self.embedder == "minilm" and self.dim not in (None, 384) and not self.vector_column:
-            raise UsageError("--dim: the minilm embedder has dimension 384")
 
 
 def make_embedder(config: EmbedConfig) -> Embedder:

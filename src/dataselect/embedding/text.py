@@ -72,3 +72,12 @@ def _is_text(kind: pa.DataType) -> bool:
 def unescape_template(template: str) -> str:
     r"""Let shell users write \n and \t inside --template."""
     return template.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def parse_template(value: object) -> str | None:
+    """--template, from any source: text with \\n and \\t understood (or none)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UsageError(f"must be text, not {value!r}")
+    return unescape_template(value)

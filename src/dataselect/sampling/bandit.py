@@ -27,8 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from dataselect.errors import DataError, UsageError
+from dataselect.io.output import StageOutput
+from dataselect.options import at_least, option
 from dataselect.sampling.strategies import Pool, Selection
+from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, StrategyTraits
+
+PULLS = "pulls.parquet"  # the pull log, beside the selection
 
 
 @dataclass
@@ -158,3 +166,83 @@ def run_bandit(
         pulls={key: np.asarray(values) for key, values in log.items()},
         arms=arms,
     )
+
+
+def _radius(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2:
+        raise UsageError("is a cosine distance in (0, 2]")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class BanditOptions:
+    probes: int = option(10, "bandit: rows read per pull.", parse=at_least(1))
+    block: int = option(5, "bandit: rows admitted by a positive pull.", parse=at_least(1))
+    alpha: float = option(3.0, "bandit: exploration, in standard deviations of the score.")
+    tau: float | None = option(
+        None, "bandit: reward threshold \\[default: the score column's median]."
+    )
+    neighbour_radius: float | None = option(
+        None,
+        "bandit: also credit arms whose centroids lie within this cosine distance.",
+        parse=_radius,
+    )
+
+
+class BanditStrategy(AdaptiveStrategy):
+    names = ("bandit",)
+    summary = (
+        "clusters are arms; a pull reads --probes rows of an arm, reward = their mean score - "
+        "tau; arms ranked by mean reward + alpha * sd(score) * sqrt(2 ln pulls / (pulls_j + "
+        "1)); a positive reward admits --block rows. The pull log is OUTPUT/pulls.parquet."
+    )
+    Options = BanditOptions
+    options: BanditOptions
+    traits = StrategyTraits(needs_clusters=True, needs_score=True, streams=False)
+    artifacts = (PULLS,)
+
+    @classmethod
+    def check(cls, options: BanditOptions, config: Any) -> None:
+        if options.alpha < 0:
+            raise UsageError("--alpha must not be negative")
+
+    def params(self, pool: Pool) -> BanditParams:
+        assert pool.score is not None
+        o = self.options
+        tau = float(np.median(pool.score)) if o.tau is None else o.tau
+        return BanditParams(o.probes, o.block, o.alpha, tau)
+
+    def choose(self, pool: Pool, budget: int, context: SampleContext) -> Selection:
+        self.tau = self.params(pool).tau
+        self.result = run_bandit(pool, budget, self.params(pool), self._neighbours(context))
+        return self.result.selection
+
+    def _neighbours(self, context: SampleContext) -> NeighbourCredit | None:
+        radius = self.options.neighbour_radius
+        if radius is None:
+            return None
+        from dataselect.clustering.stage import CENTROIDS
+
+        folder = context.lineage.cluster_folder
+        if folder is None or not (folder / CENTROIDS).exists():
+            raise DataError(f"{context.dataset.path}: --neighbour-radius needs the cluster "
+                            f"folder's {CENTROIDS}")  # fmt: skip
+        centroids = np.load(folder / CENTROIDS, allow_pickle=False)
+        return NeighbourCredit(centroids.astype(np.float64), radius)
+
+    def facts(self, output: StageOutput, context: SampleContext) -> dict[str, Any]:
+        """Pull statistics, and the pull log as OUTPUT/pulls.parquet."""
+        result = self.result
+        log = pa.table({key: pa.array(values) for key, values in result.pulls.items()})
+        buffer = pa.BufferOutputStream()
+        pq.write_table(log, buffer, compression="zstd")
+        output.write_artifact(PULLS, buffer.getvalue().to_pybytes())
+        kinds = result.pulls["kind"]
+        return {
+            "tau": self.tau,
+            "pulls": int((kinds != "fill").sum()),
+            "rows_filled": int(result.pulls["admitted"][kinds == "fill"].sum()),
+            "arms": result.arms,
+        }

@@ -24,7 +24,10 @@ loss would point the other way: noisy rows have the highest loss.)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,10 +37,23 @@ import pyarrow.parquet as pq
 from dataselect.errors import DataError
 from dataselect.io.sources import open_input
 from dataselect.keyed import row_keys
-from dataselect.sampling.iterative import Feedback, FeedbackSource
 from dataselect.scoring.agreement import fold_of
 from dataselect.scoring.probe import LabelIndex, fit_probe, probabilities, with_bias
 from dataselect.scoring.rows import RowReader
+
+
+@dataclass
+class Feedback:
+    """Feedback for some pool rows (indices into the pool), higher = better."""
+
+    rows: np.ndarray
+    values: np.ndarray
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+# feedback(round, rows selected so far) -> Feedback, or None when it is not there yet
+FeedbackSource = Callable[[int, np.ndarray], "Feedback | None"]
+
 
 FEEDBACK_DIR = "feedback"
 PROBE_FEEDBACK_STREAM = 4  # keyed-randomness stream of the probe's folds

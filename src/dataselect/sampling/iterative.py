@@ -29,13 +29,22 @@ The transform exp(.) is positive, so weights stay positive.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
-from dataselect.sampling.strategies import Pool, Selection, allocate_weighted, within_cluster_order
+from dataselect.errors import UsageError
+from dataselect.io.output import StageOutput
+from dataselect.io.sources import InputDataset
+from dataselect.options import at_least, option
+from dataselect.sampling.feedback import FeedbackSource, ProbeFeedback, stored_feedback
+from dataselect.sampling.kmeans_random import KmeansRandomStrategy
+from dataselect.sampling.kmq import KmqStrategy
+from dataselect.sampling.strategies import Pool, Selection, allocate_weighted, cluster_top
+from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, SortColumns
+from dataselect.scoring.rows import RowReader
 
 
 @dataclass
@@ -45,19 +54,6 @@ class IterativeParams:
     shrinkage: float = 5.0
     step: float = 3.0
     max_update: float = 2.0
-
-
-@dataclass
-class Feedback:
-    """Feedback for some pool rows (indices into the pool), higher = better."""
-
-    rows: np.ndarray
-    values: np.ndarray
-    facts: dict[str, Any] = field(default_factory=dict)
-
-
-# feedback(round, rows selected so far) -> Feedback, or None when it is not there yet
-FeedbackSource = Callable[[int, np.ndarray], "Feedback | None"]
 
 
 @dataclass
@@ -152,3 +148,118 @@ def run_iterative(
         history=history,
         weights=weights,
     )
+
+
+def within_cluster_order(pool: Pool, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every row, grouped by cluster, each cluster's rows in the order they are drawn: kmq's
+    draw (softmax(score / T)) when the pool has a score, else kmeans-random's (keyed).
+    Returns (order, start of each cluster)."""
+    assert pool.cluster is not None
+    k = int(pool.cluster.max()) + 1
+    if pool.score is None:
+        rows = SortColumns(pool.keys, pool.cluster)
+        group, primary, _ = KmeansRandomStrategy().sort_keys(rows)
+    else:
+        top = cluster_top(pool.cluster, pool.score, temperature, k)
+        rows = SortColumns(pool.keys, pool.cluster, score=pool.score, top=top,
+                           temperature=temperature)  # fmt: skip
+        group, primary, _ = KmqStrategy().sort_keys(rows)
+    order = np.lexsort((np.arange(len(pool)), primary, group))
+    starts = np.searchsorted(pool.cluster[order], np.arange(k + 1))
+    return order, starts
+
+
+FEEDBACK_KINDS = ("probe",)
+
+
+def _feedback_kind(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in FEEDBACK_KINDS:
+        raise UsageError(
+            "must be 'probe' (or left out: each round's feedback then comes from "
+            "`dataselect refine OUTPUT --feedback FILE`)"
+        )
+    return str(value)
+
+
+@dataclass(frozen=True)
+class IterativeOptions:
+    rounds: int = option(3, "iterative: rounds.", parse=at_least(1))
+    feedback: str | None = option(
+        None,
+        "iterative: 'probe' runs every round unattended; left out, each later round comes "
+        "from `dataselect refine OUTPUT --feedback FILE`.",
+        parse=_feedback_kind,
+    )
+    label_column: str | None = option(None, "iterative --feedback probe: the label column.")
+    shrinkage: float = option(5.0, "iterative: rows of global mean added to each cluster's mean.")
+    step: float = option(3.0, "iterative: log-weight change per standard deviation.")
+    max_update: float = option(2.0, "iterative: most a round lowers a log-weight by.")
+    # set by `dataselect refine`: SHA-256 of each round's stored feedback
+    feedback_digests: tuple[str, ...] = option((), "iterative: rounds' feedback.", cli=False)
+
+
+class IterativeStrategy(AdaptiveStrategy):
+    names = ("iterative",)
+    summary = (
+        "--rounds rounds each add budget/rounds rows; cluster weights start uniform (round 1 "
+        "= kmq) and after each round w_j *= exp(clip(step * z_j, -max_update, 0)) (only "
+        "lowered, then renormalised), z_j = the cluster's mean feedback shrunk toward the "
+        "global mean by --shrinkage rows, in standard deviations of the feedback. Feedback "
+        "comes from --feedback probe (cross-validated log-likelihood of each selected row's "
+        "own label minus that of the probe's average class: unattended) or, round by round, "
+        "from `dataselect refine`."
+    )
+    Options = IterativeOptions
+    options: IterativeOptions
+
+    @classmethod
+    def check(cls, options: IterativeOptions, config: Any) -> None:
+        if options.feedback == "probe" and not options.label_column:
+            raise UsageError("--feedback probe needs --label-column")
+        if config.budget_tokens is not None:
+            raise UsageError("--budget-tokens does not work with --strategy iterative")
+        if options.shrinkage < 0 or options.step <= 0 or options.max_update <= 0:
+            raise UsageError("--shrinkage must be >= 0, --step and --max-update positive")
+
+    @classmethod
+    def cost_notes(cls, options: IterativeOptions) -> list[str]:
+        if options.feedback == "probe":
+            return ["not timed: the probe fits of --feedback probe (5 per round)"]
+        return []
+
+    def prepare(self, dataset: InputDataset) -> None:
+        self.probe_reader: RowReader | None = None
+        if self.options.feedback == "probe":
+            self.probe_reader = RowReader(dataset.path, label_column=self.options.label_column,
+                                          dataset=dataset)  # fmt: skip
+            self.probe_reader.check(["embedding", "label"])
+
+    def choose(self, pool: Pool, budget: int, context: SampleContext) -> Selection:
+        o = self.options
+        params = IterativeParams(o.rounds, context.temperature, o.shrinkage, o.step, o.max_update)
+        source: FeedbackSource
+        if self.probe_reader is not None:
+            source = ProbeFeedback(self.probe_reader, context.ids, context.seed)
+        else:
+            assert context.output is not None
+            source = stored_feedback(context.output.folder, o.feedback_digests, context.ids)
+        self.result = run_iterative(pool, budget, params, source)
+        return self.result.selection
+
+    def decision_columns(self, rows: np.ndarray) -> dict[str, pa.Array]:
+        return {"round": pa.array(self.result.round_of_row).take(pa.array(rows))}
+
+    def facts(self, output: StageOutput, context: SampleContext) -> dict[str, Any]:
+        result, rounds = self.result, self.options.rounds
+        facts: dict[str, Any] = {
+            "rounds": rounds,
+            "rounds_done": result.rounds_done,
+            "complete": result.rounds_done == rounds,
+            "round_history": result.history,
+            "next_weights": [round(float(w), 6) for w in result.weights],
+        }
+        if result.rounds_done < rounds:
+            facts["next"] = "dataselect refine THIS_FOLDER --feedback FILE"
+        return facts

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +32,21 @@ from dataselect.io.sources import InputDataset, InputShard, open_input, open_sta
 from dataselect.keyed import row_keys
 from dataselect.lineage import trace_lineage
 from dataselect.manifest import MANIFEST_NAME, read_manifest
-from dataselect.sampling.bandit import BanditParams, BanditResult, NeighbourCredit, run_bandit
-from dataselect.sampling.feedback import (
-    ProbeFeedback,
-    digest,
-    feedback_path,
-    normalised_feedback,
-    stored_feedback,
-)
-from dataselect.sampling.iterative import IterativeParams, IterativeResult, run_iterative
+from dataselect.sampling.config import SampleConfig
+from dataselect.sampling.feedback import digest, feedback_path, normalised_feedback
+from dataselect.sampling.iterative import IterativeStrategy
 from dataselect.sampling.metrics import (
     cluster_coverage,
     cluster_entropy,
     counts_entropy,
     vendi_scores,
 )
-from dataselect.sampling.strategies import (
-    ALLOCATIONS,
-    NEEDS_CLUSTERS,
-    NEEDS_SCORE,
-    STRATEGIES,
-    Pool,
-    Selection,
-    reason_texts,
-    select,
+from dataselect.sampling.registry import STRATEGIES
+from dataselect.sampling.strategies import Pool, Selection, select
+from dataselect.sampling.strategy import (
+    AdaptiveStrategy,
+    OneShotStrategy,
+    SampleContext,
 )
 from dataselect.sampling.streaming import (
     SELECT_STREAM,
@@ -63,88 +54,13 @@ from dataselect.sampling.streaming import (
     checked_scores,
     select_streaming,
 )
-from dataselect.scoring.rows import RowReader
 from dataselect.stage import SchedulingTraits, StageResult, run_stage
 
 DECISIONS = "decisions.parquet"
 SELECTION = "selection.json"
-PULLS = "pulls.parquet"
-FEEDBACK_KINDS = ("probe",)
-ITERATIVE_OPTIONS = ("rounds", "feedback", "label_column", "shrinkage", "step", "max_update",
-                     "feedback_digests")  # fmt: skip
-BANDIT_OPTIONS = ("probes", "block", "alpha", "tau", "neighbour_radius")
 METRICS_SAMPLE_ROWS = 20_000
 READ_ROWS = 1 << 14  # the read batch of the write-out (source rows) and the Vendi pass
 WRITE_ROWS = 1 << 16  # the most chosen rows in one row group of an output part
-ONE_SHOT = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq")
-
-
-@dataclass
-class SampleConfig:
-    """Options of ``dataselect sample`` (see its --help)."""
-
-    strategy: str = "kmeans-closest"
-    budget: str = "5%"  # rows ("1000") or a share of the rows ("5%")
-    score_column: str | None = None
-    allocation: str | None = None  # default: equal for kmeans-closest, else proportional
-    temperature: float = 1.0
-    seed: int = 0
-    budget_tokens: int | None = None  # instead of budget: a total token count
-    token_column: str | None = None  # tokens per row; default: whitespace tokens of the text
-    # iterative (see sampling/iterative.py)
-    rounds: int = 3
-    feedback: str | None = None  # "probe": built-in loop; None: rounds via `dataselect refine`
-    label_column: str | None = None  # for --feedback probe
-    shrinkage: float = 5.0
-    step: float = 3.0
-    max_update: float = 2.0
-    feedback_digests: tuple[str, ...] = ()  # set by refine: SHA-256 of each round's feedback
-    # bandit (see sampling/bandit.py)
-    probes: int = 10
-    block: int = 5
-    alpha: float = 3.0
-    tau: float | None = None  # default: the score column's median
-    neighbour_radius: float | None = None
-
-    def check(self) -> None:
-        if self.budget_tokens is not None and self.budget_tokens < 1:
-            raise UsageError("--budget-tokens must be at least 1")
-        if self.strategy not in STRATEGIES:
-            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}")
-        if self.allocation is not None and self.allocation not in ALLOCATIONS:
-            raise UsageError(f"--allocation must be one of {', '.join(ALLOCATIONS)}")
-        if self.strategy in NEEDS_SCORE and not self.score_column:
-            raise UsageError(f"--strategy {self.strategy} needs --score-column")
-        if self.temperature <= 0:
-            raise UsageError("--temperature must be positive")
-        if self.strategy == "iterative":
-            self._check_iterative()
-        if self.strategy == "bandit":
-            if self.probes < 1 or self.block < 1 or self.alpha < 0:
-                raise UsageError("--probes and --block must be at least 1, --alpha not negative")
-            if self.neighbour_radius is not None and not 0 < self.neighbour_radius <= 2:
-                raise UsageError("--neighbour-radius is a cosine distance in (0, 2]")
-
-    def _check_iterative(self) -> None:
-        if self.rounds < 1:
-            raise UsageError("--rounds must be at least 1")
-        if self.feedback is not None and self.feedback not in FEEDBACK_KINDS:
-            raise UsageError(
-                "--feedback must be 'probe' (or left out: each round's feedback then comes "
-                "from `dataselect refine OUTPUT --feedback FILE`)"
-            )
-        if self.feedback == "probe" and not self.label_column:
-            raise UsageError("--feedback probe needs --label-column")
-        if self.budget_tokens is not None:
-            raise UsageError("--budget-tokens does not work with --strategy iterative")
-        if self.shrinkage < 0 or self.step <= 0 or self.max_update <= 0:
-            raise UsageError("--shrinkage must be >= 0, --step and --max-update positive")
-
-    @property
-    def resolved_allocation(self) -> str:
-        if self.allocation:
-            return self.allocation
-        return "equal" if self.strategy == "kmeans-closest" else "proportional"
 
 
 def parse_budget(budget: str, rows: int) -> int:
@@ -168,35 +84,33 @@ def parse_budget(budget: str, rows: int) -> int:
 
 
 def strategy_params(config: SampleConfig) -> dict[str, Any]:
-    """The config as recorded in the manifest: only the options the strategy uses."""
-    params = asdict(config)
+    """The config as recorded in the manifest: the sample stage's own options (the
+    allocation resolved) and the options of the strategy chosen, not those of the others."""
+    params = {key: value for key, value in config.values().items() if key not in config.options}
     params["allocation"] = config.resolved_allocation
-    params["feedback_digests"] = list(config.feedback_digests)
-    unused = (() if config.strategy == "iterative" else ITERATIVE_OPTIONS) + (
-        () if config.strategy == "bandit" else BANDIT_OPTIONS
-    )
-    return {key: value for key, value in params.items() if key not in unused}
+    for key, value in asdict(config.options_for(config.entry)).items():
+        params[key] = list(value) if isinstance(value, tuple) else value
+    return params
 
 
 def config_from_params(params: dict[str, Any]) -> SampleConfig:
-    names = {f for f in SampleConfig.__dataclass_fields__}
-    config = SampleConfig(**{k: v for k, v in params.items() if k in names})
-    config.feedback_digests = tuple(config.feedback_digests)
-    return config
+    known = {spec.name for spec in SampleConfig.option_specs()}
+    return SampleConfig(**{k: v for k, v in params.items() if k in known})
 
 
 def check_sample_input(dataset: InputDataset, config: SampleConfig) -> None:
     """Refuse, with one line, an input that lacks what the strategy reads."""
     names = dataset.schema.names
+    traits = config.entry.traits
     if "id" not in names:
         raise DataError(f"{dataset.path}: no 'id' column (give a cluster stage folder)")
-    if config.strategy in NEEDS_CLUSTERS and "cluster" not in names:
+    if traits.needs_clusters and "cluster" not in names:
         raise DataError(
             f"{dataset.path}: --strategy {config.strategy} needs a 'cluster' column "
             "(give a cluster stage folder)"
         )
-    if config.strategy == "kmeans-closest" and "distance" not in names:
-        raise DataError(f"{dataset.path}: --strategy kmeans-closest needs a 'distance' column")
+    if traits.needs_distance and "distance" not in names:
+        raise DataError(f"{dataset.path}: --strategy {config.strategy} needs a 'distance' column")
     if config.score_column:
         dataset.require_columns([config.score_column], what="score column")
         kind = dataset.schema.field(config.score_column).type
@@ -208,7 +122,7 @@ def check_sample_input(dataset: InputDataset, config: SampleConfig) -> None:
 
 class SampleStage:
     name = "sample"
-    artifacts = (DECISIONS, SELECTION, PULLS)
+    artifacts = (DECISIONS, SELECTION, *(a for entry in STRATEGIES for a in entry.artifacts))
     # the write-out is pyarrow reading and writing, which releases the GIL: its shards run
     # side by side in threads (worker processes measured slower: 15-16 s against 6-9 s at
     # 5M rows, each re-importing and being sent the selection; README, "Engines")
@@ -220,13 +134,11 @@ class SampleStage:
         self.dataset = dataset
         self.config = config
         self.lineage = trace_lineage(Path(dataset.path))
-        self.probe_reader: RowReader | None = None
-        if config.strategy == "iterative" and config.feedback == "probe":
-            self.probe_reader = RowReader(dataset.path, label_column=config.label_column,
-                                          dataset=dataset)  # fmt: skip
-            self.probe_reader.check(["embedding", "label"])
+        self.strategy = config.make_strategy()
+        if isinstance(self.strategy, AdaptiveStrategy):
+            self.strategy.prepare(dataset)
         # one-shot strategies stream; the adaptive ones and token budgets hold the pool
-        self.streams = config.strategy in ONE_SHOT and config.budget_tokens is None
+        self.streams = self.strategy.traits.streams and config.budget_tokens is None
         self.tokens_selected: int | None = None
         if self.streams:
             self.budget = parse_budget(config.budget, dataset.rows)
@@ -346,41 +258,16 @@ class SampleStage:
         return strategy_params(self.config) | {"budget_rows": self.budget}
 
     def _select(self, budget: int, output: StageOutput | None = None) -> Selection:
-        """The chosen rows for ``budget`` (iterative and bandit keep their details)."""
-        config = self.config
-        if config.strategy == "bandit":
-            self.bandit = run_bandit(self.pool, budget, self._bandit_params(), self._neighbours())
-            return self.bandit.selection
-        if config.strategy == "iterative":
-            assert output is not None
-            params = IterativeParams(config.rounds, config.temperature, config.shrinkage,
-                                     config.step, config.max_update)  # fmt: skip
-            if self.probe_reader is not None:
-                source = ProbeFeedback(self.probe_reader, self.ids, config.seed)
-            else:
-                source = stored_feedback(output.folder, config.feedback_digests, self.ids)
-            self.iterative = run_iterative(self.pool, budget, params, source)
-            return self.iterative.selection
-        return select(self.pool, config.strategy, budget, config.resolved_allocation,
-                      config.temperature)  # fmt: skip
+        """The chosen rows for ``budget`` (an adaptive strategy keeps its details)."""
+        config, strategy = self.config, self.strategy
+        if isinstance(strategy, AdaptiveStrategy):
+            return strategy.choose(self.pool, budget, self._context(output))
+        assert isinstance(strategy, OneShotStrategy)
+        return select(self.pool, strategy, budget, config.resolved_allocation, config.temperature)
 
-    def _bandit_params(self) -> BanditParams:
-        assert self.pool.score is not None
-        config = self.config
-        tau = float(np.median(self.pool.score)) if config.tau is None else config.tau
-        return BanditParams(config.probes, config.block, config.alpha, tau)
-
-    def _neighbours(self) -> NeighbourCredit | None:
-        if self.config.neighbour_radius is None:
-            return None
-        from dataselect.clustering.stage import CENTROIDS
-
-        folder = self.lineage.cluster_folder
-        if folder is None or not (folder / CENTROIDS).exists():
-            raise DataError(f"{self.dataset.path}: --neighbour-radius needs the cluster "
-                            f"folder's {CENTROIDS}")  # fmt: skip
-        centroids = np.load(folder / CENTROIDS, allow_pickle=False)
-        return NeighbourCredit(centroids.astype(np.float64), self.config.neighbour_radius)
+    def _context(self, output: StageOutput | None) -> SampleContext:
+        return SampleContext(self.dataset, self.lineage, self.ids, self.config.seed,
+                             self.config.temperature, output)  # fmt: skip
 
     # -- stage hooks -------------------------------------------------------------------
     def setup(self, output: StageOutput) -> None:
@@ -393,8 +280,9 @@ class SampleStage:
         self.positions = rows_by_shard(self.chosen_rows)
 
     def _choose_streaming(self) -> None:
-        config = self.config
-        found = select_streaming(self.dataset, config.strategy, self.budget,
+        config, strategy = self.config, self.strategy
+        assert isinstance(strategy, OneShotStrategy)
+        found = select_streaming(self.dataset, strategy, self.budget,
                                  config.resolved_allocation, config.temperature, config.seed,
                                  config.score_column, METRICS_SAMPLE_ROWS,
                                  self._cluster_sizes())  # fmt: skip
@@ -404,7 +292,7 @@ class SampleStage:
             chosen.column("id"),
             chosen.column("cluster") if "cluster" in chosen.column_names else None,
             chosen.column("score") if "score" in chosen.column_names else None,
-            reason_texts(config.strategy, group, rank, found.quota),
+            strategy.reasons(group, rank, found.quota),
         )
         self.chosen_rows = chosen.select(["id", "shard", "row"])
         self.sizes = found.sizes
@@ -427,14 +315,16 @@ class SampleStage:
         self.selection = self._select(self.budget, output)
         rows = pa.array(self.selection.rows)
         pool = self.pool
+        extra = {}
+        if isinstance(self.strategy, AdaptiveStrategy):
+            extra = self.strategy.decision_columns(self.selection.rows)
         self.decisions = decisions_table(
             self.ids.take(rows),
             None if pool.cluster is None else pa.array(pool.cluster).take(rows),
             None if pool.score is None else pa.array(pool.score).take(rows),
             self.selection.reasons[self.selection.rows].tolist(),
-            None if self.config.strategy != "iterative" else
-            pa.array(self.iterative.round_of_row).take(rows),
-        )  # fmt: skip
+            extra,
+        )
         self.sizes = None
         if pool.cluster is not None:
             self.sizes = np.bincount(pool.cluster, minlength=int(pool.cluster.max()) + 1)
@@ -498,31 +388,9 @@ class SampleStage:
         return facts
 
     def _adaptive_facts(self, output: StageOutput) -> dict[str, Any]:
-        """Per-round weights of iterative, pull statistics of bandit (and its pull log)."""
-        config = self.config
-        if config.strategy == "iterative":
-            result: IterativeResult = self.iterative
-            facts: dict[str, Any] = {
-                "rounds": config.rounds,
-                "rounds_done": result.rounds_done,
-                "complete": result.rounds_done == config.rounds,
-                "round_history": result.history,
-                "next_weights": [round(float(w), 6) for w in result.weights],
-            }
-            if result.rounds_done < config.rounds:
-                facts["next"] = "dataselect refine THIS_FOLDER --feedback FILE"
-            return facts
-        if config.strategy == "bandit":
-            bandit: BanditResult = self.bandit
-            log = pa.table({key: pa.array(values) for key, values in bandit.pulls.items()})
-            output.write_artifact(PULLS, parquet_bytes(log))
-            kinds = bandit.pulls["kind"]
-            return {
-                "tau": self._bandit_params().tau,
-                "pulls": int((kinds != "fill").sum()),
-                "rows_filled": int(bandit.pulls["admitted"][kinds == "fill"].sum()),
-                "arms": bandit.arms,
-            }
+        """Per-round weights of iterative, pull statistics of bandit, and the like."""
+        if isinstance(self.strategy, AdaptiveStrategy):
+            return self.strategy.facts(output, self._context(output))
         return {}
 
     def _metrics(self) -> dict[str, Any]:
@@ -552,7 +420,7 @@ def decisions_table(
     cluster: pa.Array | pa.ChunkedArray | None,
     score: pa.Array | pa.ChunkedArray | None,
     reasons: list[str],
-    round_: pa.Array | None = None,
+    extra: dict[str, pa.Array] | None = None,
 ) -> pa.Table:
     """One row per selected row, sorted by id: why it was kept (a row not listed was not)."""
     columns: dict[str, Any] = {"id": ids}
@@ -561,8 +429,7 @@ def decisions_table(
     if score is not None:
         columns["score"] = pc.cast(score, pa.float32())
     columns["selected"] = pa.array(np.ones(len(ids), dtype=bool))
-    if round_ is not None:
-        columns["round"] = round_
+    columns.update(extra or {})  # e.g. iterative's round
     columns["reason"] = pa.array(reasons, type=pa.string())
     return pa.table(columns).sort_by([("id", "ascending")]).combine_chunks()
 
@@ -702,32 +569,33 @@ def refine(
     """
     folder = Path(output)
     manifest = read_manifest(folder)
-    if manifest.stage != "sample" or manifest.params.get("strategy") != "iterative":
+    if manifest.stage != "sample" or not IterativeStrategy.matches(manifest.params.get("strategy")):
         raise UsageError(
             f"{folder}: not an iterative selection (make one with "
             "`dataselect sample --strategy iterative`)"
         )
     config = config_from_params(manifest.params)
-    if config.feedback == "probe":
+    options = config.options
+    if options["feedback"] == "probe":
         raise UsageError(f"{folder}: runs all its rounds itself (--feedback probe)")
     input_path = manifest.input["path"]
     dataset = open_stage_input(input_path)
     data = normalised_feedback(feedback, feedback_column, dataset.schema.field("id").type)
     new = digest(data)
-    digests = config.feedback_digests
+    digests = options["feedback_digests"]
     if digests and new == digests[-1]:  # already applied: nothing to do, or finish a crash
         return sample(input_path, folder, config, quiet=quiet)
     if not manifest.complete:
         again = "`dataselect refine` with its feedback" if digests else "`dataselect sample`"
         raise UsageError(f"{folder}: its last round did not finish; rerun {again} first")
     finished = len(digests) + 1
-    if finished >= config.rounds:
-        raise UsageError(f"{folder}: all {config.rounds} rounds are done; nothing to refine")
+    if finished >= options["rounds"]:
+        raise UsageError(f"{folder}: all {options['rounds']} rounds are done; nothing to refine")
     _check_feedback_ids(folder, data, feedback)
     path = feedback_path(folder, finished)
     path.parent.mkdir(exist_ok=True)
     write_bytes_atomic(path, data)
-    config.feedback_digests = (*digests, new)
+    options["feedback_digests"] = (*digests, new)
     return sample(input_path, folder, config, overwrite="stale", quiet=quiet)
 
 
@@ -745,18 +613,19 @@ def refined_rounds(input: str | Path, output: str | Path, config: SampleConfig) 
     was made from the same input with the same settings: `dataselect run` carries them, so
     rerunning a pipeline keeps the rounds instead of starting again from round 1."""
     folder = Path(output)
-    if config.strategy != "iterative" or config.feedback is not None:
-        return config.feedback_digests  # only refine's rounds are carried
+    given: tuple[str, ...] = config.options["feedback_digests"]
+    if config.entry is not IterativeStrategy or config.options["feedback"] is not None:
+        return given  # only refine's rounds are carried
     if not (folder / MANIFEST_NAME).exists():
-        return config.feedback_digests
+        return given
     try:
         manifest = read_manifest(folder)
         fingerprint = open_stage_input(input).fingerprint()
     except DataError:
-        return config.feedback_digests
+        return given
     ignore = ("feedback_digests", "budget_rows")
     old = {k: v for k, v in manifest.params.items() if k not in ignore}
     new = {k: v for k, v in strategy_params(config).items() if k not in ignore}
     if manifest.stage != "sample" or old != new or manifest.input.get("fingerprint") != fingerprint:
-        return config.feedback_digests
+        return given
     return tuple(manifest.params.get("feedback_digests", ()))

@@ -1,4 +1,5 @@
-"""Selection strategies: pure functions from per-row columns to the chosen rows.
+"""The selection machinery the strategies share: the pool of per-row columns, budgets per
+cluster, and the in-memory one-shot selection by a strategy's sort keys.
 
 Rows arrive in a canonical order (sorted by id), and every random draw comes from the
 keyed hash of (seed, id), so a selection does not depend on sharding, row order or engine.
@@ -12,10 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataselect.errors import DataError
+from dataselect.sampling.strategy import OneShotStrategy, SortColumns
 
-STRATEGIES = ("random", "top-k", "kmeans-closest", "kmeans-random", "kmq", "iterative", "bandit")
-NEEDS_CLUSTERS = ("kmeans-closest", "kmeans-random", "kmq", "iterative", "bandit")
-NEEDS_SCORE = ("top-k", "kmq", "bandit")
 ALLOCATIONS = ("proportional", "equal")
 
 
@@ -120,94 +119,40 @@ def softmax_logits(score: np.ndarray, temperature: float) -> np.ndarray:
     return logits
 
 
-def within_cluster_order(pool: Pool, temperature: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every row, grouped by cluster, each cluster's rows in the order they are drawn:
-    a weighted draw without replacement with weight softmax(score / T) when the pool has a
-    score (Efraimidis-Spirakis), else uniform (keyed). Returns (order, start of each cluster).
-    """
-    assert pool.cluster is not None
-    k = int(pool.cluster.max()) + 1
-    if pool.score is None:
-        rank_key = pool.keys.astype(np.float64)
-    else:
-        logits = softmax_logits(pool.score, temperature)
-        top = np.full(k, -np.inf)
-        np.maximum.at(top, pool.cluster, logits)
-        log_weight = logits - top[pool.cluster]
-        # E / w with E ~ Exp(1): the smallest values win; in logs, so no overflow at small T
-        rank_key = np.log(-np.log(uniform01(pool.keys))) - log_weight
-    order = np.lexsort((np.arange(len(pool)), rank_key, pool.cluster))
-    starts = np.searchsorted(pool.cluster[order], np.arange(k + 1))
-    return order, starts
-
-
-PER_CLUSTER_DRAW = {
-    "kmeans-closest": "closest to its centroid",
-    "kmeans-random": "random within its cluster",
-    "kmq": "drawn by softmax(score / T) within its cluster",
-}
-
-
-def reason_texts(
-    strategy: str, group: np.ndarray, rank: np.ndarray, quota: np.ndarray
-) -> list[str]:
-    """Why each chosen row was kept: its strategy, and its 0-based ``rank`` in its group
-    (the whole pool for random and top-k, else its cluster, whose quota is ``quota[group]``)."""
-    if strategy == "random":
-        return ["random draw"] * len(rank)
-    if strategy == "top-k":
-        return [f"score rank {r + 1}" for r in rank.tolist()]
-    what = PER_CLUSTER_DRAW[strategy]
-    return [
-        f"{what} (rank {r + 1} of {quota[c]} in cluster {c})"
-        for c, r in zip(group.tolist(), rank.tolist(), strict=True)
-    ]
+def cluster_top(cluster: np.ndarray, score: np.ndarray, temperature: float, k: int) -> np.ndarray:
+    """Each cluster's largest score / T (kmq measures a row's weight against it)."""
+    top = np.full(k, -np.inf)
+    np.maximum.at(top, cluster, softmax_logits(score, temperature))
+    return top
 
 
 def select(
-    pool: Pool, strategy: str, budget: int, allocation: str, temperature: float
+    pool: Pool, strategy: OneShotStrategy, budget: int, allocation: str, temperature: float
 ) -> Selection:
+    """The one-shot ``strategy``'s ``budget`` rows of the pool, all sorted at once by its
+    sort keys (ties by pool index: id order), with each chosen row's reason."""
     n = len(pool)
-    reasons = np.full(n, "not selected", dtype=object)
-    if strategy == "random":
-        rows = np.argsort(pool.keys, kind="stable")[:budget]
-        group, rank, quota = np.zeros(budget, np.int64), np.arange(budget), np.array([budget])
-    elif strategy == "top-k":
-        assert pool.score is not None
-        # equal scores in the keyed (seed, id) order: a uniform, repeatable tie-break (id
-        # order would take an id-sorted corpus's first labels)
-        rows = np.lexsort((np.arange(n), pool.keys, -pool.score))[:budget]
-        group, rank, quota = np.zeros(budget, np.int64), np.arange(budget), np.array([budget])
-    else:
+    k = int(pool.cluster.max()) + 1 if pool.cluster is not None and n else 0
+    top = None
+    if strategy.needs_cluster_top:
+        assert pool.cluster is not None and pool.score is not None
+        top = cluster_top(pool.cluster, pool.score, temperature, k)
+    rows = SortColumns(pool.keys, pool.cluster, pool.distance, pool.score, top, temperature)
+    group, primary, secondary = strategy.sort_keys(rows)
+    if strategy.per_cluster:
         assert pool.cluster is not None
-        rows, group, rank, quota = _per_cluster(pool, strategy, budget, allocation, temperature)
-    if len(rows):
-        reasons[rows] = reason_texts(strategy, group, rank, quota)
-    return Selection(rows=np.asarray(rows, dtype=np.int64), reasons=reasons)
-
-
-def _per_cluster(
-    pool: Pool, strategy: str, budget: int, allocation: str, temperature: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The chosen rows, cluster by cluster, with each one's cluster, rank in it, and the
-    clusters' quotas."""
-    assert pool.cluster is not None
-    k = int(pool.cluster.max()) + 1
-    sizes = np.bincount(pool.cluster, minlength=k)
-    quota = allocate(sizes, budget, allocation)
-    n = len(pool)
-    if strategy == "kmeans-closest":
-        assert pool.distance is not None
-        order = np.lexsort((np.arange(n), pool.distance.astype(np.float64), pool.cluster))
-        starts = np.searchsorted(pool.cluster[order], np.arange(k))
-    elif strategy == "kmeans-random":
-        order, starts = within_cluster_order(Pool(keys=pool.keys, cluster=pool.cluster), 1.0)
+        quota = allocate(np.bincount(pool.cluster, minlength=k), budget, allocation)
     else:
-        assert pool.score is not None
-        order, starts = within_cluster_order(pool, temperature)
+        quota = np.array([budget], dtype=np.int64)
+    tie = np.zeros(n, dtype=np.uint64) if secondary is None else secondary
+    order = np.lexsort((np.arange(n), tie, primary, group))
+    starts = np.searchsorted(group[order], np.arange(len(quota)))
     taken = np.flatnonzero(quota)
-    chosen = [order[starts[c] : starts[c] + quota[c]] for c in taken]
-    rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-    group = np.repeat(taken, quota[taken])
-    rank = np.arange(len(rows)) - np.repeat(np.cumsum(quota[taken]) - quota[taken], quota[taken])
-    return rows, group, rank, quota
+    chosen = [order[starts[g] : starts[g] + quota[g]] for g in taken]
+    picked = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+    in_group = np.repeat(taken, quota[taken])
+    rank = np.arange(len(picked)) - np.repeat(np.cumsum(quota[taken]) - quota[taken], quota[taken])
+    reasons = np.full(n, "not selected", dtype=object)
+    if len(picked):
+        reasons[picked] = strategy.reasons(in_group, rank, quota)
+    return Selection(rows=np.asarray(picked, dtype=np.int64), reasons=reasons)

@@ -1,13 +1,13 @@
 """Bounded selection over a stream of batches: the one-shot strategies at any row count.
 
-A one-shot strategy (random, top-k, kmeans-closest, kmeans-random, kmq) is "in each group,
-the ``quota[g]`` rows with the smallest sort key", the key being one or two numbers and
-then the id (ties break by id, as everywhere). ``BoundedTop`` keeps only the rows that can
+A one-shot strategy (``strategy.OneShotStrategy``) is "in each group, the ``quota[g]``
+rows with the smallest sort key", the key being one or two numbers and then the id (ties
+break by id, as everywhere). ``BoundedTop`` keeps only the rows that can
 still win: a new row is screened against its group's current cut-off (the key of the
 group's last kept row, once the group is full), and the kept set is cut back to the quotas
 by one sort whenever it has doubled. Memory is O(budget + batch), not O(rows), and the
-result equals sorting every row at once (tests/test_streaming.py checks it against
-``strategies.select``).
+result equals sorting every row at once by the same sort keys (tests/test_streaming.py
+checks it against ``strategies.select``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dataselect.errors import DataError
 from dataselect.io.readahead import ordered_map
 from dataselect.io.sources import InputDataset, InputShard
 from dataselect.keyed import row_keys_streams
-from dataselect.sampling.strategies import PER_CLUSTER_DRAW, allocate, softmax_logits, uniform01
+from dataselect.sampling.strategies import allocate, softmax_logits
+from dataselect.sampling.strategy import OneShotStrategy, SortColumns
 
 SORT_KEYS = [("group", "ascending"), ("primary", "ascending"), ("secondary", "ascending"),
              ("id", "ascending")]  # fmt: skip
@@ -111,37 +112,6 @@ def ranks_in_groups(group: np.ndarray) -> np.ndarray:
     return np.arange(len(group)) - np.searchsorted(group, group, side="left")
 
 
-def sort_keys(
-    strategy: str,
-    keys: np.ndarray,
-    cluster: np.ndarray | None,
-    distance: np.ndarray | None,
-    score: np.ndarray | None,
-    top: np.ndarray | None,
-    temperature: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(group, primary, secondary) of each row for ``strategy``: the same order as
-    ``strategies.select`` draws in (its ties break by pool index, which is id order).
-
-    ``top`` is each cluster's largest score / T (kmq subtracts it, as the in-memory draw does).
-    """
-    n = len(keys)
-    if strategy == "random":
-        return np.zeros(n, np.int32), keys, None
-    if strategy == "top-k":
-        assert score is not None
-        return np.zeros(n, np.int32), -score, keys
-    assert cluster is not None
-    if strategy == "kmeans-closest":
-        assert distance is not None
-        return cluster, distance.astype(np.float64), None
-    if strategy == "kmeans-random":
-        return cluster, keys.astype(np.float64), None
-    assert score is not None and top is not None  # kmq
-    log_weight = softmax_logits(score, temperature) - top[cluster]
-    return cluster, np.log(-np.log(uniform01(keys))) - log_weight, None
-
-
 @dataclass
 class StreamedSelection:
     """What the passes over the sample input found."""
@@ -155,7 +125,7 @@ class StreamedSelection:
 
 def select_streaming(
     dataset: InputDataset,
-    strategy: str,
+    strategy: OneShotStrategy,
     budget: int,
     allocation: str,
     temperature: float,
@@ -176,22 +146,21 @@ def select_streaming(
     """
     names = dataset.schema.names
     has_cluster = "cluster" in names
-    if has_cluster and known_sizes is not None and strategy != "kmq":
+    if has_cluster and known_sizes is not None and not strategy.needs_cluster_top:
         sizes, top = np.asarray(known_sizes, dtype=np.int64), None
     elif has_cluster:
-        sizes, top = _cluster_pass(dataset, score_column if strategy == "kmq" else None,
+        sizes, top = _cluster_pass(dataset, score_column if strategy.needs_cluster_top else None,
                                    temperature)  # fmt: skip
     else:
         sizes, top = None, None
     counted = np.zeros(0 if sizes is None else len(sizes), dtype=np.int64)
-    streams = (SAMPLE_STREAM,) if strategy == "kmeans-closest" else (SAMPLE_STREAM, SELECT_STREAM)
-    per_cluster = strategy in PER_CLUSTER_DRAW
-    if per_cluster:
+    streams = (SAMPLE_STREAM, SELECT_STREAM) if strategy.keyed else (SAMPLE_STREAM,)
+    if strategy.per_cluster:
         assert sizes is not None
         quota = allocate(sizes, budget, allocation)
     else:
         quota = np.array([budget], dtype=np.int64)
-    selector = BoundedTop(quota, np.uint64 if strategy == "random" else np.float64)
+    selector = BoundedTop(quota, strategy.primary_type)
     corpus = BoundedTop(np.array([sample_rows]), np.uint64)
     hashes = HashBuckets(dataset.rows)
     wanted = ["id"] + [c for c in ("cluster", "distance", score_column) if c and c in names]
@@ -215,9 +184,8 @@ def select_streaming(
                 counted += np.bincount(cluster, minlength=len(counted))
             distance = batch.column("distance").to_numpy() if "distance" in wanted else None
             score = checked_scores(batch, score_column, dataset.path) if score_column else None
-            group, primary, secondary = sort_keys(
-                strategy, select_keys, cluster, distance, score, top, temperature
-            )
+            rows = SortColumns(select_keys, cluster, distance, score, top, temperature)
+            group, primary, secondary = strategy.sort_keys(rows)
             payload = {name: v for name, v in (("cluster", cluster), ("score", score))
                        if v is not None}  # fmt: skip
             selector.add(group, primary, ids, secondary, payload | where)

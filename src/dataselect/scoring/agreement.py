@@ -11,6 +11,7 @@ label. Label noise is spread over all clusters, so only a row-level score like t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,16 +19,21 @@ import pyarrow as pa
 
 from dataselect.io.output import StageOutput
 from dataselect.keyed import row_keys
+from dataselect.options import at_least, option
 from dataselect.scoring.probe import LabelIndex, fit_probe, probabilities, with_bias
 from dataselect.scoring.rows import RowReader, Rows
-from dataselect.scoring.scorer import save_arrays, saved_arrays
-from dataselect.scoring.training import (
-    PROBE_STREAM,
-    comparable_labels,
+from dataselect.scoring.scorer import (
+    BaseScorer,
+    ScoreContext,
+    ScorerCost,
+    ScorerTraits,
+    l2_option,
     label_field,
-    labels_of,
-    training_rows,
+    probe_rows_option,
+    save_arrays,
+    saved_arrays,
 )
+from dataselect.scoring.training import PROBE_STREAM, comparable_labels, labels_of, training_rows
 
 ARTIFACT = "label_agreement.npz"
 
@@ -36,17 +42,34 @@ def fold_of(keys: np.ndarray, folds: int) -> np.ndarray:
     return ((keys >> np.uint64(32)) % np.uint64(folds)).astype(np.int64)
 
 
-class AgreementScorer:
+@dataclass(frozen=True)
+class AgreementOptions:
+    probe_rows: int = probe_rows_option()
+    folds: int = option(5, "label-agreement: cross-validation folds.", parse=at_least(2))
+    l2: float = l2_option()
+
+
+class AgreementScorer(BaseScorer):
+    names = ("label-agreement",)
+    summary = (
+        "cross-validated probability of the row's own label (--folds probes on --probe-rows "
+        "rows); low = likely mislabeled. Needs embeddings and --label-column. Cost: --folds "
+        "L-BFGS fits, then O(folds x classes x d) per row."
+    )
+    Options = AgreementOptions
+    traits = ScorerTraits(fits_model=True, reads_embeddings=True, reads_labels=True)
     name = "label-agreement"
-    columns: tuple[str, ...] = ()
     artifacts = (ARTIFACT,)
 
-    def __init__(
-        self, label_column: str | None, probe_rows: int, folds: int, l2: float, seed: int
-    ) -> None:
-        self.label_column = label_column
-        self.probe_rows, self.folds, self.l2, self.seed = probe_rows, folds, l2, seed
-        self.needs = ("embedding", label_field(label_column))
+    @classmethod
+    def cost(cls, options: AgreementOptions, rows: int) -> ScorerCost:
+        return ScorerCost(timed=False, training_rows=min(rows, options.probe_rows))
+
+    def __init__(self, names: list[str], options: AgreementOptions, context: ScoreContext) -> None:
+        self.label_column = context.label_column
+        self.probe_rows, self.folds = options.probe_rows, options.folds
+        self.l2, self.seed = options.l2, context.seed
+        self.needs = self.needs_of(context)
         self.weights: np.ndarray | None = None
         self.index: LabelIndex | None = None
         self.threshold = np.uint64(0)

@@ -5,6 +5,7 @@ score = P(positive). The model is a plain .npz (weights, bias), reusable with --
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +15,18 @@ import pyarrow as pa
 from dataselect.embedding.text import TextSpec
 from dataselect.errors import DataError, UsageError
 from dataselect.io.output import StageOutput
+from dataselect.options import option, positive_number
 from dataselect.scoring.ngrams import N_FEATURES, NGRAMS, ngram_counts
 from dataselect.scoring.rows import RowReader, Rows
-from dataselect.scoring.scorer import file_digest, save_arrays, saved_arrays
+from dataselect.scoring.scorer import (
+    BaseScorer,
+    ScoreContext,
+    ScorerTraits,
+    file_digest,
+    reference_text_option,
+    save_arrays,
+    saved_arrays,
+)
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -32,27 +42,43 @@ def features(texts: list[str]) -> sp.csr_matrix:
     return normalize(counts)
 
 
-class ClassifierScorer:
+@dataclass(frozen=True)
+class ClassifierOptions:
+    positives: str | None = option(None, "classifier: good examples.")
+    negatives: str | None = option(None, "classifier: bad examples.")
+    model: str | None = option(None, "classifier: reuse a fitted classifier.npz.")
+    reference_text_column: str | None = reference_text_option()
+    classifier_c: float = option(
+        1.0, "classifier: inverse L2 strength of the logistic regression.", cli=False,
+        parse=positive_number,
+    )  # fmt: skip
+
+
+class ClassifierScorer(BaseScorer):
+    names = ("classifier",)
+    summary = (
+        "P(positive) of a logistic regression on hashed n-grams (PreSelect-style). Needs text "
+        "and --positives/--negatives, or --model (a classifier.npz from an earlier run). "
+        "Cost: a fit on the examples, then a sparse product per row."
+    )
+    Options = ClassifierOptions
+    traits = ScorerTraits(fits_model=True, reads_text=True)
     name = "classifier"
-    needs = ("text",)
-    columns: tuple[str, ...] = ()
     artifacts = (ARTIFACT,)
 
-    def __init__(
-        self,
-        positives: str | None,
-        negatives: str | None,
-        model: str | None,
-        reference_text: TextSpec | None,
-        regularisation: float = 1.0,
-        seed: int = 0,
-    ) -> None:
-        if model is None and (positives is None or negatives is None):
+    @classmethod
+    def check(cls, options: ClassifierOptions, names: list[str]) -> None:
+        if options.model is None and (options.positives is None or options.negatives is None):
             raise UsageError("--scorer classifier needs --positives and --negatives, or --model")
-        self.positives, self.negatives, self.model = positives, negatives, model
-        self.reference_text = reference_text
-        self.regularisation = regularisation
-        self.seed = seed
+
+    def __init__(self, names: list[str], options: ClassifierOptions, context: ScoreContext) -> None:
+        self.needs = self.needs_of(context)
+        self.positives, self.negatives = options.positives, options.negatives
+        self.model = options.model
+        column = options.reference_text_column
+        self.reference_text = TextSpec(column) if column else None
+        self.regularisation = options.classifier_c
+        self.seed = context.seed
         self.weights: np.ndarray | None = None
         self.bias = 0.0
 

@@ -11,14 +11,24 @@ import pyarrow.compute as pc
 
 from dataselect.errors import DataError
 from dataselect.io.output import StageOutput
+from dataselect.options import NoOptions
 from dataselect.scoring.rows import RowReader, Rows
+from dataselect.scoring.scorer import BaseScorer, ScoreContext
 
 
-class ColumnScorer:
-    needs: tuple[str, ...] = ()
-    artifacts: tuple[str, ...] = ()
+class ColumnScorer(BaseScorer):
+    names = ("column:NAME",)
+    summary = "a numeric column you computed (e.g. a reward model), as score_NAME."
+    one_per_name = True
 
-    def __init__(self, column: str) -> None:
+    @classmethod
+    def matches(cls, name: str) -> bool:
+        return name.startswith("column:") and len(name) > len("column:")
+
+    def __init__(self, names: list[str], options: NoOptions, context: ScoreContext) -> None:
+        (name,) = names
+        column = name.split(":", 1)[1]
+        self.needs = ()
         self.column = column
         self.name = f"column:{column}"
         self.columns = (column,)

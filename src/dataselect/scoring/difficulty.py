@@ -18,47 +18,72 @@ top-k on el2n keeps the noise); kmq over them leans toward hard rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from dataselect.errors import UsageError
 from dataselect.io.output import StageOutput
+from dataselect.options import at_least, option
 from dataselect.scoring.probe import LabelIndex, one_hot, probabilities, train_epochs, with_bias
 from dataselect.scoring.rows import RowReader, Rows
-from dataselect.scoring.scorer import save_arrays, saved_arrays
-from dataselect.scoring.training import (
-    comparable_labels,
+from dataselect.scoring.scorer import (
+    BaseScorer,
+    ScoreContext,
+    ScorerCost,
+    ScorerTraits,
     label_field,
-    labels_of,
-    training_rows,
+    probe_rows_option,
+    save_arrays,
+    saved_arrays,
 )
+from dataselect.scoring.training import comparable_labels, labels_of, training_rows
 
 KINDS = ("el2n", "grand", "vog")
 ARTIFACT = "difficulty.npz"
 
 
-class DifficultyScorer:
+@dataclass(frozen=True)
+class DifficultyOptions:
+    probe_rows: int = probe_rows_option()
+    epochs: int = option(5, "el2n/grand/vog: probe training epochs.", parse=at_least(1))
+    probe_epoch: int = option(
+        2, "el2n/grand: the (early) epoch they are measured at.", parse=at_least(1)
+    )
+
+
+class DifficultyScorer(BaseScorer):
     """One trained probe, one column per kind asked for."""
 
+    names = KINDS
+    summary = (
+        "el2n, grand, vog: difficulty from a probe trained --epochs epochs on --probe-rows "
+        "rows' own labels (or cluster ids); high = hard or mislabeled. Needs embeddings and "
+        "labels. Cost: a short SGD run, then O(epochs x classes x d) per row."
+    )
+    Options = DifficultyOptions
+    traits = ScorerTraits(fits_model=True, reads_embeddings=True, reads_labels=True)
     name = "difficulty"
-    columns: tuple[str, ...] = ()
     artifacts = (ARTIFACT,)
 
-    def __init__(
-        self,
-        kinds: list[str],
-        label_column: str | None,
-        probe_rows: int,
-        epochs: int,
-        probe_epoch: int,
-        seed: int,
-    ) -> None:
-        self.kinds = [k for k in KINDS if k in kinds]
-        self.label_column = label_column
-        self.probe_rows, self.epochs, self.probe_epoch = probe_rows, epochs, probe_epoch
-        self.seed = seed
-        self.needs = ("embedding", label_field(label_column))
+    @classmethod
+    def check(cls, options: DifficultyOptions, names: list[str]) -> None:
+        if not 1 <= options.probe_epoch <= options.epochs:
+            raise UsageError(f"--probe-epoch must be between 1 and --epochs ({options.epochs})")
+
+    @classmethod
+    def cost(cls, options: DifficultyOptions, rows: int) -> ScorerCost:
+        return ScorerCost(timed=False, training_rows=min(rows, options.probe_rows))
+
+    def __init__(self, names: list[str], options: DifficultyOptions, context: ScoreContext) -> None:
+        self.kinds = [k for k in KINDS if k in names]
+        self.label_column = context.label_column
+        self.probe_rows, self.epochs = options.probe_rows, options.epochs
+        self.probe_epoch = options.probe_epoch
+        self.seed = context.seed
+        self.needs = self.needs_of(context)
         self.checkpoints: np.ndarray | None = None
         self.index: LabelIndex | None = None
 

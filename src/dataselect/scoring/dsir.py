@@ -9,14 +9,16 @@ count the raw model (kept as dsir.npz, so a resumed run skips it).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from dataselect.embedding.text import TextSpec
-from dataselect.errors import DataError
+from dataselect.errors import DataError, UsageError
 from dataselect.io.output import StageOutput
+from dataselect.options import option
 from dataselect.scoring.ngrams import (
     N_FEATURES,
     NGRAMS,
@@ -25,20 +27,47 @@ from dataselect.scoring.ngrams import (
     total_counts,
 )
 from dataselect.scoring.rows import RowReader, Rows
-from dataselect.scoring.scorer import file_digest, save_arrays, saved_arrays
+from dataselect.scoring.scorer import (
+    BaseScorer,
+    ScoreContext,
+    ScorerTraits,
+    file_digest,
+    reference_text_option,
+    save_arrays,
+    saved_arrays,
+)
 
 ARTIFACT = "dsir.npz"
 
 
-class DsirScorer:
+@dataclass(frozen=True)
+class DsirOptions:
+    target: str | None = option(None, "dsir: corpus of the wanted text.")
+    reference_text_column: str | None = reference_text_option()
+
+
+class DsirScorer(BaseScorer):
+    names = ("dsir",)
+    summary = (
+        "log p_target(x) - log p_raw(x) under hashed word 1-2-gram models: how much a row "
+        "looks like --target. Needs text and --target. Cost: one extra pass to count this "
+        "input."
+    )
+    Options = DsirOptions
+    traits = ScorerTraits(fits_model=True, reads_text=True)
     name = "dsir"
-    needs = ("text",)
-    columns: tuple[str, ...] = ()
     artifacts = (ARTIFACT,)
 
-    def __init__(self, target: str, target_text: TextSpec | None) -> None:
-        self.target = target
-        self.target_text = target_text
+    @classmethod
+    def check(cls, options: DsirOptions, names: list[str]) -> None:
+        if not options.target:
+            raise UsageError("--scorer dsir needs --target (a corpus of the text you want)")
+
+    def __init__(self, names: list[str], options: DsirOptions, context: ScoreContext) -> None:
+        self.needs = self.needs_of(context)
+        self.target = str(options.target)
+        column = options.reference_text_column
+        self.target_text = TextSpec(column) if column else None
         self.log_ratio: np.ndarray | None = None
 
     def fields(self) -> list[pa.Field]:

@@ -19,15 +19,17 @@ Hessian-vector products (H is never formed), then O(classes x d) per row.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from dataselect.clustering.kmeans import Assigner
-from dataselect.errors import DataError
+from dataselect.errors import DataError, DataselectError, UsageError
 from dataselect.io.output import StageOutput
+from dataselect.io.sources import open_input
 from dataselect.manifest import read_manifest
+from dataselect.options import option
 from dataselect.scoring.probe import (
     LabelIndex,
     fit_probe,
@@ -38,22 +40,60 @@ from dataselect.scoring.probe import (
     with_bias,
 )
 from dataselect.scoring.rows import RowReader, Rows
-from dataselect.scoring.scorer import file_digest, save_arrays, saved_arrays
-from dataselect.scoring.training import comparable_labels, label_field, labels_of
+from dataselect.scoring.scorer import (
+    BaseScorer,
+    ScoreContext,
+    ScorerCost,
+    ScorerTraits,
+    file_digest,
+    l2_option,
+    label_field,
+    save_arrays,
+    saved_arrays,
+)
+from dataselect.scoring.training import comparable_labels, labels_of
 
 ARTIFACT = "influence.npz"
 
 
-class InfluenceScorer:
+@dataclass(frozen=True)
+class InfluenceOptions:
+    reference: str | None = option(None, "influence: embed folder of the reference set.")
+    l2: float = l2_option()
+
+
+class InfluenceScorer(BaseScorer):
+    names = ("influence",)
+    summary = (
+        "reduction of the --reference loss if the row were added to a probe fitted on the "
+        "reference (exact Hessian, -I(z) of Koh and Liang). Needs embeddings, --reference (an "
+        "embed folder, same embedder) and --label-column in both (or cluster ids via the "
+        "centroids). Cost: one fit + one conjugate-gradient solve, then O(classes x d) per row."
+    )
+    Options = InfluenceOptions
+    traits = ScorerTraits(fits_model=True, reads_embeddings=True, reads_labels=True)
     name = "influence"
-    columns: tuple[str, ...] = ()
     artifacts = (ARTIFACT,)
 
-    def __init__(self, reference: str, label_column: str | None, l2: float) -> None:
-        self.reference = reference
-        self.label_column = label_column
-        self.l2 = l2
-        self.needs = ("embedding", label_field(label_column))
+    @classmethod
+    def check(cls, options: InfluenceOptions, names: list[str]) -> None:
+        if not options.reference:
+            raise UsageError("--scorer influence needs --reference (an embed folder)")
+
+    @classmethod
+    def cost(cls, options: InfluenceOptions, rows: int) -> ScorerCost:
+        """Its fit holds the reference's embeddings."""
+        try:
+            reference_rows = open_input(str(options.reference)).rows or 0
+        except DataselectError:
+            reference_rows = 0  # the run says what is wrong with it
+        return ScorerCost(timed=False, training_rows=reference_rows)
+
+    def __init__(self, names: list[str], options: InfluenceOptions, context: ScoreContext) -> None:
+        self.reference = str(options.reference)
+        self.label_column = context.label_column
+        self.l2 = options.l2
+        self.needs = self.needs_of(context)
         self.weights: np.ndarray | None = None
         self.direction: np.ndarray | None = None
         self.index: LabelIndex | None = None
@@ -112,6 +152,8 @@ class InfluenceScorer:
                 f"{reader.path}: without --label-column, influence needs a cluster folder as "
                 "input (cluster ids serve as labels)"
             )
+        from dataselect.clustering.kmeans import Assigner
+
         metric = read_manifest(folder).params.get("metric", "cosine")
         centroids = np.load(folder / "centroids.npy", allow_pickle=False)
         clusters, _ = Assigner(centroids, metric).assign(np.ascontiguousarray(x))

@@ -1,23 +1,58 @@
-"""What every scorer is: the fields it reads, the columns it writes, a fit (a reduction run
-once before the shards, its result kept as an artifact so a resumed run reuses it) and a
-pure per-batch score."""
+"""What every scorer is, and what the registry knows of it before it runs.
+
+A scorer instance (``Scorer``) has the fields it reads, the columns it writes, a fit (a
+reduction run once before the shards, its result kept as an artifact so a resumed run reuses
+it) and a pure per-batch score. Its class (``BaseScorer``) is a registry entry: the
+``--scorer`` names it answers to, a summary for --help, its options (a dataclass of
+``options.option`` fields), their checks, its traits and its cost model for the dry run.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from dataselect.io.output import StageOutput
+from dataselect.options import NoOptions, at_least, option, positive_number
 from dataselect.scoring.rows import RowReader, Rows
 
 
+@dataclass(frozen=True)
+class ScorerTraits:
+    """What a scorer reads and does, for the stage, the dry run and the shared tests."""
+
+    fits_model: bool = False  # fits before the shards (kept as an artifact for a resume)
+    reads_text: bool = False
+    reads_embeddings: bool = False
+    reads_labels: bool = False  # --label-column, or the rows' cluster ids without one
+
+
+@dataclass(frozen=True)
+class ScorerCost:
+    """A scorer's part of the dry run's estimate."""
+
+    timed: bool  # the dry run times it on the input's first rows (else: a note says not)
+    training_rows: int = 0  # rows whose embeddings its fit holds
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """The score stage's options every scorer may use."""
+
+    label_column: str | None = None
+    seed: int = 0
+
+
 class Scorer(Protocol):
-    name: str
+    """What the score stage calls on a scorer."""
+
+    name: str  # its key among the stage's parameters
     needs: tuple[str, ...]  # fields of Rows: text, embedding, label, cluster
     columns: tuple[str, ...]  # raw columns read as they are
     artifacts: tuple[str, ...]
@@ -37,6 +72,63 @@ class Scorer(Protocol):
     def score(self, rows: Rows) -> dict[str, np.ndarray]:
         """The output columns for one batch of rows."""
         ...
+
+
+class BaseScorer:
+    """A registered scorer class: constructed as ``cls(names, options, context)`` with the
+    --scorer names given for it, its ``Options`` and the stage's ``ScoreContext``."""
+
+    names: ClassVar[tuple[str, ...]]  # the --scorer names it answers to
+    summary: ClassVar[str]  # its paragraph in `dataselect score --help`
+    Options: ClassVar[type[Any]] = NoOptions
+    traits: ClassVar[ScorerTraits] = ScorerTraits()
+    one_per_name: ClassVar[bool] = False  # else one instance takes all its names given
+    columns: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()
+
+    @classmethod
+    def matches(cls, name: str) -> bool:
+        return name in cls.names
+
+    @classmethod
+    def check(cls, options: Any, names: list[str]) -> None:
+        """Refuse options this scorer cannot run with (a UsageError naming them)."""
+
+    @classmethod
+    def cost(cls, options: Any, rows: int) -> ScorerCost:
+        """Its part of the dry run: timed on real rows when it has no fit."""
+        return ScorerCost(timed=not cls.traits.fits_model)
+
+    @classmethod
+    def needs_of(cls, context: ScoreContext) -> tuple[str, ...]:
+        """The fields of Rows it reads (labels are cluster ids without --label-column)."""
+        traits = cls.traits
+        return (
+            *(("text",) if traits.reads_text else ()),
+            *(("embedding",) if traits.reads_embeddings else ()),
+            *((label_field(context.label_column),) if traits.reads_labels else ()),
+        )
+
+
+def label_field(label_column: str | None) -> str:
+    """Rows' own labels, or their cluster ids when there are none."""
+    return "label" if label_column else "cluster"
+
+
+# options several scorers share (declared alike by each: the registry checks it)
+_PROBE_ROWS = at_least(10)
+
+
+def probe_rows_option() -> Any:
+    return option(50_000, "Rows (a keyed sample) the probes are trained on.", parse=_PROBE_ROWS)
+
+
+def l2_option() -> Any:
+    return option(1e-3, "Probe L2 strength (influence, agreement).", parse=positive_number)
+
+
+def reference_text_option() -> Any:
+    return option(None, "Text column of --target/--positives/--negatives \\[default: as input].")
 
 
 def file_digest(path: str | Path) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,121 +17,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataselect.embedding.text import TextSpec, unescape_template
 from dataselect.errors import UsageError
 from dataselect.io.ids import id_type
 from dataselect.io.output import StageOutput
-from dataselect.io.sources import DEFAULT_SHARD_ROWS, InputDataset, InputShard, open_stage_input
-from dataselect.scoring.agreement import AgreementScorer
-from dataselect.scoring.classifier import ClassifierScorer
-from dataselect.scoring.column import ColumnScorer
-from dataselect.scoring.difficulty import KINDS, DifficultyScorer
-from dataselect.scoring.dsir import DsirScorer
-from dataselect.scoring.heuristic import HeuristicScorer
-from dataselect.scoring.influence import InfluenceScorer
+from dataselect.io.sources import InputDataset, InputShard, open_stage_input
+from dataselect.scoring.config import ScoreConfig
 from dataselect.scoring.rows import RowReader
-from dataselect.scoring.scorer import Scorer
 from dataselect.stage import SchedulingTraits, StageResult, run_stage
 
-SCORERS = ("heuristic", "dsir", "classifier", "influence", *KINDS, "label-agreement")
 CARRIED = ("cluster", "distance")  # input columns the samplers need, kept as they are
 READ_ROWS = 8192
 FIT_FACTS = "fits.json"  # the facts of every fit, kept for a resumed run's manifest
-
-
-@dataclass
-class ScoreConfig:
-    """Options of ``dataselect score`` (see its --help)."""
-
-    scorers: tuple[str, ...] = ("heuristic",)
-    text_column: str | None = None
-    template: str | None = None
-    label_column: str | None = None
-    id_column: str | None = None
-    target: str | None = None
-    positives: str | None = None
-    negatives: str | None = None
-    model: str | None = None
-    reference: str | None = None
-    reference_text_column: str | None = None
-    l2: float = 1e-3
-    probe_rows: int = 50_000
-    epochs: int = 5
-    probe_epoch: int = 2
-    folds: int = 5
-    classifier_c: float = 1.0
-    seed: int = 0
-    shard_rows: int = DEFAULT_SHARD_ROWS
-
-    def check(self) -> None:
-        if not self.scorers:
-            raise UsageError("name at least one --scorer")
-        for name in self.scorers:
-            if name not in SCORERS and not (name.startswith("column:") and len(name) > 7):
-                raise UsageError(
-                    f"--scorer {name!r}: choose from {', '.join(SCORERS)}, or column:NAME"
-                )
-        if len(set(self.scorers)) != len(self.scorers):
-            raise UsageError("--scorer: each scorer once")
-        if "dsir" in self.scorers and not self.target:
-            raise UsageError("--scorer dsir needs --target (a corpus of the text you want)")
-        if "influence" in self.scorers and not self.reference:
-            raise UsageError("--scorer influence needs --reference (an embed folder)")
-        if self.l2 <= 0 or self.probe_rows < 10 or self.folds < 2 or self.epochs < 1:
-            raise UsageError("--l2 must be > 0, --probe-rows >= 10, --folds >= 2, --epochs >= 1")
-        if not 1 <= self.probe_epoch <= self.epochs:
-            raise UsageError(f"--probe-epoch must be between 1 and --epochs ({self.epochs})")
-
-    def text_spec(self) -> TextSpec | None:
-        if self.template:
-            return TextSpec(template=unescape_template(self.template))
-        return TextSpec(self.text_column) if self.text_column else None
-
-    def build(self) -> list[Scorer]:
-        """The scorers, in the order given (el2n, grand and vog share one probe)."""
-        reference_text = (
-            TextSpec(self.reference_text_column) if self.reference_text_column else None
-        )
-        scorers: list[Scorer] = []
-        difficulty = [name for name in self.scorers if name in KINDS]
-        for name in self.scorers:
-            if name == "heuristic":
-                scorers.append(HeuristicScorer())
-            elif name == "dsir":
-                scorers.append(DsirScorer(str(self.target), reference_text))
-            elif name == "classifier":
-                scorers.append(
-                    ClassifierScorer(
-                        self.positives,
-                        self.negatives,
-                        self.model,
-                        reference_text,
-                        self.classifier_c,
-                        self.seed,
-                    )
-                )
-            elif name == "influence":
-                scorers.append(InfluenceScorer(str(self.reference), self.label_column, self.l2))
-            elif name in KINDS and name == difficulty[0]:
-                scorers.append(
-                    DifficultyScorer(
-                        difficulty,
-                        self.label_column,
-                        self.probe_rows,
-                        self.epochs,
-                        self.probe_epoch,
-                        self.seed,
-                    )
-                )
-            elif name == "label-agreement":
-                scorers.append(
-                    AgreementScorer(
-                        self.label_column, self.probe_rows, self.folds, self.l2, self.seed
-                    )
-                )
-            elif name.startswith("column:"):
-                scorers.append(ColumnScorer(name.split(":", 1)[1]))
-        return scorers
 
 
 class ScoreStage:
@@ -173,7 +69,7 @@ class ScoreStage:
         self.facts: dict[str, Any] = {}
 
     def params(self) -> dict[str, Any]:
-        params = asdict(self.config)
+        params = self.config.values()
         params["id_column"] = self.reader.id_column
         params["text"] = asdict(self.reader.text) if "text" in self.fields else None
         params["scorers"] = {s.name: s.params() for s in self.scorers}

@@ -7,17 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataselect.clustering.kmeans import key_threshold
 from dataselect.errors import DataError
 from dataselect.keyed import row_keys
 from dataselect.scoring.rows import RowReader, Rows
 
 PROBE_STREAM = 3  # keyed-randomness stream of probe training samples
-
-
-def label_field(label_column: str | None) -> str:
-    """Rows' own labels, or their cluster ids when there are none."""
-    return "label" if label_column else "cluster"
 
 
 def labels_of(rows: Rows, field: str) -> np.ndarray:
@@ -35,6 +29,8 @@ class TrainingRows:
 
 
 def training_rows(reader: RowReader, field: str, size: int, seed: int) -> TrainingRows:
+    from dataselect.clustering.kmeans import key_threshold
+
     threshold, _ = key_threshold(reader.dataset, reader.id_column, size, seed, PROBE_STREAM)
     xs, labels, keys = [], [], []
     for rows in reader.iter_rows(["embedding", field]):

@@ -1,0 +1,123 @@
+"""The score stage's cost model for `--dry-run`: each scorer's part comes from its class
+(``BaseScorer.cost``); shared probes and shapes from ``planning``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from dataselect.errors import DataError
+from dataselect.io.sources import InputDataset, open_stage_input
+from dataselect.planning import (
+    FLAT_DECODE_COPIES,
+    LIST_DECODE_COPIES,
+    MB,
+    WORKER_START_SECONDS,
+    DataShape,
+    Plan,
+    current_rss_mb,
+    data_shape,
+    folder_state,
+    planned_workers,
+    rows_to_process,
+    written_shape,
+)
+from dataselect.scoring.stage import READ_ROWS, ScoreConfig, ScoreStage
+from dataselect.stage import stage_manifest
+
+PROBE_LIMIT = 16_384  # rows the timed scorers score in the probe
+
+
+def estimate_score(
+    input: str | Path,
+    output: str | Path,
+    config: ScoreConfig,
+    overwrite: bool | str = False,
+    predicted: DataShape | None = None,
+    count_startup: bool = True,
+    source: InputDataset | None = None,
+) -> tuple[Plan, DataShape]:
+    """The score plan: the scorers without a fit timed on the input's first rows (the fits
+    and the fitted scorers' per-row work are named in a note, not timed); memory of a read
+    batch, the embeddings read and the largest fit's training rows. ``predicted``: the
+    input's shape when it does not exist yet."""
+    config.check()
+    base = current_rss_mb()
+    startup = time.process_time() if count_startup else 0.0
+    chosen = config.chosen()
+    per_row = 0.0
+    if predicted is None or predicted.exists:
+        dataset = open_stage_input(input, shard_rows=config.shard_rows)
+        stage = ScoreStage(dataset, config)
+        columns = list(dict.fromkeys(["id", *dataset.schema.names]))
+        shape = data_shape(dataset, columns, stage.reader.id_column)
+        try:  # the sample stage after it reads the embeddings for its metrics
+            shape.dim = stage.reader.dim
+        except DataError:
+            shape.dim = None
+        state = folder_state(output, stage_manifest(stage, dataset), overwrite)
+        action = state.describe()
+        timed = [
+            scorer
+            for (entry, _), scorer in zip(chosen, stage.scorers, strict=True)
+            if entry.cost(config.options_for(entry), shape.rows).timed
+        ]
+
+        def probe(limit: int) -> int:  # read and score the first rows of the input
+            done = 0
+            for rows in stage.reader.shard_rows(0, stage.fields, stage.raw_columns, 4096):
+                for scorer in timed:
+                    scorer.score(rows)
+                done += len(rows)
+                if done >= limit:
+                    break
+            return done
+
+        probe(16)  # warm-up: first calls load code
+        started = time.perf_counter()
+        probed = probe(PROBE_LIMIT)
+        per_row = (time.perf_counter() - started) / max(probed, 1)
+        base = max(base, current_rss_mb())  # the libraries the scorers loaded
+        columns_out = len(stage.schema)
+    else:
+        shape, state = predicted, None
+        action = f"run all {shape.shards} shards (after the stage before it)"
+        columns_out = 3 + len(config.scorers)
+    costs = [(entry, names, entry.cost(config.options_for(entry), shape.rows))
+             for entry, names in chosen]  # fmt: skip
+    untimed = [name for _, names, cost in costs if not cost.timed for name in names]
+    notes = [f"not timed: the fits of {', '.join(untimed)} and their per-row scoring"] * bool(
+        untimed
+    )
+    todo = rows_to_process(state, shape)
+    fit_rows = max([cost.training_rows for _, _, cost in costs], default=0)
+    vectors_read = any(entry.traits.reads_embeddings for entry, _, _ in costs)
+    vector_bytes = (shape.dim or 0) * 4 if vectors_read else 0
+    memory = (
+        base * MB
+        + shape.decode_bytes(READ_ROWS)
+        + LIST_DECODE_COPIES * min(READ_ROWS, shape.rows) * vector_bytes  # embeddings read
+        + FLAT_DECODE_COPIES * fit_rows * vector_bytes  # a fit's training rows
+    )
+    workers = planned_workers(ScoreStage.traits, shape, todo)
+    seconds = startup + per_row * todo
+    if workers > 1:  # the fits stay in this process; each worker holds the fitted scorers
+        memory = base * MB + workers * memory
+        seconds = startup + WORKER_START_SECONDS + per_row * todo / workers
+    out_row = shape.id_bytes + 4 + 4 * columns_out
+    out_shape = written_shape(shape, action, shape.dim, out_row, group_rows=READ_ROWS)
+    plan = Plan(
+        stage="score",
+        input=str(input),
+        output=str(output),
+        action=action,
+        shards=shape.shards,
+        rows=shape.rows,
+        rows_to_process=todo,
+        peak_memory_mb=memory / MB,
+        seconds=seconds,
+        output_mb=shape.rows * out_row / MB,
+        details={"scorers": list(config.scorers), "fit_rows": fit_rows, "workers": workers},
+        notes=notes,
+    )
+    return plan, out_shape
