@@ -57,7 +57,7 @@ def streamed(ids, cluster, distance, score, strategy, budget, allocation, t, see
 @given(
     n=st.integers(1, 400),
     k=st.integers(1, 12),
-    strategy=st.sampled_from(["random", "top-k", "kmeans-closest", "kmeans-random", "kmq"]),
+    strategy=st.sampled_from([e.names[0] for e in STRATEGIES if e.traits.streams]),
     allocation=st.sampled_from(["proportional", "equal"]),
     temperature=st.sampled_from([0.05, 1.0, 4.0]),
     seed=st.integers(0, 3),

@@ -153,11 +153,19 @@ def coerce_type(name: str, kind: Any, value: Any) -> Any:
 
 
 # -- parses shared by several options --------------------------------------------------------
+def typed(kind: Any, value: Any) -> Any:
+    """``coerce_type`` for a parse: the problem alone (its option adds its own name)."""
+    try:
+        return coerce_type("", kind, value)
+    except OptionError as exc:
+        raise UsageError(exc.problem) from None
+
+
 def at_least(low: int) -> Callable[[Any], int]:
     """An integer of at least ``low``."""
 
     def parse(value: Any) -> int:
-        number = coerce_type("value", int, value)
+        number = typed(int, value)
         if number < low:
             raise UsageError(f"must be at least {low}, not {number}")
         return int(number)
@@ -166,7 +174,7 @@ def at_least(low: int) -> Callable[[Any], int]:
 
 
 def positive_number(value: Any) -> float:
-    number = coerce_type("value", float, value)
+    number = typed(float, value)
     if not number > 0 or math.isinf(number):
         raise UsageError(f"must be a positive number, not {value!r}")
     return float(number)

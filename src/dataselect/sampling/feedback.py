@@ -139,6 +139,8 @@ class ProbeFeedback:
         self._load(rows)
         x = np.stack([self.x[int(r)] for r in rows])
         labels = np.array([self.labels[int(r)] for r in rows])
+        if len(np.unique(labels)) < 2:  # one label so far (a tiny budget): no signal yet
+            return Feedback(rows, np.zeros(len(rows)), {"source": "probe", "classes": 1})
         index = LabelIndex.of(labels)
         y = index.ids(labels)
         fold = fold_of(row_keys(self.pool_ids.take(pa.array(rows)), self.seed,
