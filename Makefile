@@ -25,6 +25,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/mypy
 
 # The report test renders report.html in headless Chromium (Debian's package). Installed here
 # when missing and apt-get can run; otherwise that one test skips and says why.

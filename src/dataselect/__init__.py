@@ -32,7 +32,7 @@ _EXPORTS = {
     "evaluate": "dataselect.evaluation",
     "describe": "dataselect.inspection",
     "make_report": "dataselect.report",
-    "plan_run": "dataselect.planning",
+    "plan_run": "dataselect.pipeline",
 }
 
 
@@ -56,8 +56,7 @@ if TYPE_CHECKING:
     from dataselect.inspection import describe
     from dataselect.io.sources import open_input
     from dataselect.manifest import Manifest, read_manifest
-    from dataselect.pipeline import load_config, run_pipeline
-    from dataselect.planning import plan_run
+    from dataselect.pipeline import load_config, plan_run, run_pipeline
     from dataselect.report import make_report
     from dataselect.sampling.stage import SampleConfig, refine, sample
     from dataselect.scoring.stage import ScoreConfig, score

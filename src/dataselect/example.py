@@ -42,7 +42,7 @@ def iter_docstrings(root: Path | None = None) -> Iterator[dict[str, str]]:
         except (SyntaxError, ValueError, OSError):
             continue
         for qualname, kind, node in _documented(tree):
-            doc = ast.get_docstring(node, clean=False)
+            doc = ast.get_docstring(node, clean=False)  # type: ignore[arg-type]
             if not doc:
                 continue
             text = inspect.cleandoc(doc)

@@ -15,6 +15,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -83,7 +84,7 @@ class Reporter:
     def advance(self, rows: int) -> None:
         self.rows += rows
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, advance=rows, rate=f"{self.rate:,.0f} rows/s")
+            self._bar.update(TaskID(self._task), advance=rows, rate=f"{self.rate:,.0f} rows/s")
         elif not self.quiet and time.perf_counter() - self._last_log >= LOG_EVERY_SECONDS:
             self.log(f"{self.rows:,} rows, {self.rate:,.0f} rows/s")
 

@@ -182,7 +182,8 @@ def fit_kmeans(sample: np.ndarray, k: int, niter: int, seed: int, metric: str) -
         verbose=False,
     )
     kmeans.train(sample, init_centroids=init)
-    objective = float(kmeans.obj[-1]) if len(kmeans.obj) else float("nan")
+    trace: list[float] = list(kmeans.obj) if kmeans.obj is not None else []
+    objective = float(trace[-1]) if len(trace) else float("nan")
     return KMeansFit(np.ascontiguousarray(kmeans.centroids, dtype=np.float32), objective)
 
 

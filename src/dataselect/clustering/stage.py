@@ -72,7 +72,7 @@ def load_centroids(path: str | Path, dim: int, metric: str) -> np.ndarray:
 
 class ClusterStage:
     name = "cluster"
-    artifacts = (CENTROIDS, CLUSTERS, FIT_FACTS)
+    artifacts: tuple[str, ...] = (CENTROIDS, CLUSTERS, FIT_FACTS)
     traits = SchedulingTraits(uses_every_core=True)  # FAISS's assignment search
 
     def __init__(self, dataset: InputDataset, config: ClusterConfig) -> None:

@@ -58,7 +58,7 @@ def estimate_embed(
         stage.embedder.embed(texts)
         base = max(base, high_water_mb())  # the model and its activations at this batch size
     else:
-        column = config.vector_column
+        column = str(config.vector_column)
         normalised_vectors(batch.column(column).slice(0, 8), stage.dim, shard, 0, column)
         started = time.perf_counter()
         normalised_vectors(batch.column(column), stage.dim, shard, 0, column)

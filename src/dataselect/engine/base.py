@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -148,9 +149,7 @@ def publish_in_order(
         try:
             for written, shard in enumerate(todo, start=1):
                 record = output.write_shard(
-                    shard.index,
-                    lambda index=shard.index: jobs.result(index),
-                    source=shard.source_record(),
+                    shard.index, partial(jobs.result, shard.index), source=shard.source_record()
                 )
                 if not jobs.counts_rows:
                     reporter.advance(int(record["rows"]))

@@ -9,6 +9,7 @@ cluster, OUTPUT and the input must be on storage every node sees (NFS, a mounted
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +48,7 @@ class RayEngine:
         started_here = not ray.is_initialized()
         if started_here:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")  # fmt: skip
+                     logging_level=logging.ERROR)  # fmt: skip
         try:
             task = ray.remote(_shard_task)
             stage_ref = ray.put(stage)

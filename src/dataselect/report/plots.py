@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ CORPUS = "#7f7f7f"
 ACCENT = "#1f77b4"
 
 
-def _figure():  # matplotlib types
+def _figure() -> tuple[Any, Any]:  # matplotlib's figure and axes
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -30,7 +31,7 @@ def _figure():  # matplotlib types
     return figure, axes
 
 
-def _png(figure) -> bytes:  # noqa: ANN001
+def _png(figure: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     figure.tight_layout()
@@ -138,8 +139,8 @@ def cluster_shares(data: ReportData) -> bytes | None:
         return None
     k = int(data.cluster.max()) + 1
     corpus = np.bincount(data.cluster, minlength=k) / len(data.cluster)
-    picked = np.bincount(data.cluster[data.selected], minlength=k)
-    picked = picked / max(int(picked.sum()), 1)
+    counts = np.bincount(data.cluster[data.selected], minlength=k)
+    picked = counts / max(int(counts.sum()), 1)
     figure, axes = _figure()
     top = max(float(corpus.max()), float(picked.max())) * 1.05
     axes.plot(

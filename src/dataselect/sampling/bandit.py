@@ -93,12 +93,14 @@ def run_bandit(
     total_pulls = 0
     left = budget
 
+    score = pool.score
+
     def pull(arm: int, ucb: float, kind: str) -> None:
         nonlocal total_pulls, left
         rows = order[starts[arm] : starts[arm + 1]]
         at = probe_cursor[arm] + np.arange(min(params.probes, sizes[arm]))
         probe_cursor[arm] = (probe_cursor[arm] + len(at)) % sizes[arm]
-        reward = float(pool.score[rows[at % sizes[arm]]].mean()) - params.tau
+        reward = float(score[rows[at % sizes[arm]]].mean()) - params.tau
         total_pulls += 1
         reward_sum[arm] += reward
         pulls[arm] += 1

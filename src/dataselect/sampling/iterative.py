@@ -140,9 +140,9 @@ def run_iterative(
             }
         )
         rounds_done = r
-    rows = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+    every = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
     return IterativeResult(
-        selection=Selection(rows=rows.astype(np.int64), reasons=reasons),
+        selection=Selection(rows=every.astype(np.int64), reasons=reasons),
         round_of_row=round_of_row,
         rounds_done=rounds_done,
         history=history,

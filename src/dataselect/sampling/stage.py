@@ -141,7 +141,7 @@ class SampleStage:
         self.streams = self.strategy.traits.streams and config.budget_tokens is None
         self.tokens_selected: int | None = None
         if self.streams:
-            self.budget = parse_budget(config.budget, dataset.rows)
+            self.budget = parse_budget(config.budget, dataset.rows or 0)
         else:
             self.ids, self.pool = self._read_pool()
             if config.budget_tokens is None:
@@ -569,7 +569,9 @@ def refine(
     """
     folder = Path(output)
     manifest = read_manifest(folder)
-    if manifest.stage != "sample" or not IterativeStrategy.matches(manifest.params.get("strategy")):
+    if manifest.stage != "sample" or not IterativeStrategy.matches(
+        str(manifest.params.get("strategy"))
+    ):
         raise UsageError(
             f"{folder}: not an iterative selection (make one with "
             "`dataselect sample --strategy iterative`)"

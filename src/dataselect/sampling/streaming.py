@@ -162,14 +162,16 @@ def select_streaming(
         quota = np.array([budget], dtype=np.int64)
     selector = BoundedTop(quota, strategy.primary_type)
     corpus = BoundedTop(np.array([sample_rows]), np.uint64)
-    hashes = HashBuckets(dataset.rows)
+    hashes = HashBuckets(dataset.rows or 0)
     wanted = ["id"] + [c for c in ("cluster", "distance", score_column) if c and c in names]
     at = 0
     for number, batches in shards_read_ahead(dataset, wanted):
         offset = 0
         for batch in batches:
             ids = batch.column("id")
-            where = {  # where each row is: the input's shard i maps to source and embed shard i
+            where: dict[
+                str, np.ndarray
+            ] = {  # where each row is: the input's shard i maps to source and embed shard i
                 "shard": np.full(len(ids), number, dtype=np.int32),
                 "row": np.arange(offset, offset + len(ids), dtype=np.int64),
             }
@@ -186,8 +188,9 @@ def select_streaming(
             score = checked_scores(batch, score_column, dataset.path) if score_column else None
             rows = SortColumns(select_keys, cluster, distance, score, top, temperature)
             group, primary, secondary = strategy.sort_keys(rows)
-            payload = {name: v for name, v in (("cluster", cluster), ("score", score))
-                       if v is not None}  # fmt: skip
+            payload: dict[str, np.ndarray] = {
+                name: v for name, v in (("cluster", cluster), ("score", score)) if v is not None
+            }
             selector.add(group, primary, ids, secondary, payload | where)
             corpus.add(np.zeros(len(ids), np.int32), sample_keys, ids, payload=where)
     if at != dataset.rows:

@@ -69,7 +69,7 @@ class AgreementScorer(BaseScorer):
         self.label_column = context.label_column
         self.probe_rows, self.folds = options.probe_rows, options.folds
         self.l2, self.seed = options.l2, context.seed
-        self.needs = self.needs_of(context)
+        super().__init__(names, options, context)
         self.weights: np.ndarray | None = None
         self.index: LabelIndex | None = None
         self.threshold = np.uint64(0)

@@ -72,7 +72,7 @@ class ClassifierScorer(BaseScorer):
             raise UsageError("--scorer classifier needs --positives and --negatives, or --model")
 
     def __init__(self, names: list[str], options: ClassifierOptions, context: ScoreContext) -> None:
-        self.needs = self.needs_of(context)
+        super().__init__(names, options, context)
         self.positives, self.negatives = options.positives, options.negatives
         self.model = options.model
         column = options.reference_text_column

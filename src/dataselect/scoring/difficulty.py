@@ -83,7 +83,7 @@ class DifficultyScorer(BaseScorer):
         self.probe_rows, self.epochs = options.probe_rows, options.epochs
         self.probe_epoch = options.probe_epoch
         self.seed = context.seed
-        self.needs = self.needs_of(context)
+        super().__init__(names, options, context)
         self.checkpoints: np.ndarray | None = None
         self.index: LabelIndex | None = None
 

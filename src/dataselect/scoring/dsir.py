@@ -64,7 +64,7 @@ class DsirScorer(BaseScorer):
             raise UsageError("--scorer dsir needs --target (a corpus of the text you want)")
 
     def __init__(self, names: list[str], options: DsirOptions, context: ScoreContext) -> None:
-        self.needs = self.needs_of(context)
+        super().__init__(names, options, context)
         self.target = str(options.target)
         column = options.reference_text_column
         self.target_text = TextSpec(column) if column else None

@@ -61,7 +61,7 @@ class HeuristicScorer(BaseScorer):
     name = "heuristic"
 
     def __init__(self, names: list[str], options: NoOptions, context: ScoreContext) -> None:
-        self.needs = self.needs_of(context)
+        super().__init__(names, options, context)
 
     def fields(self) -> list[pa.Field]:
         return [

@@ -93,7 +93,7 @@ class InfluenceScorer(BaseScorer):
         self.reference = str(options.reference)
         self.label_column = context.label_column
         self.l2 = options.l2
-        self.needs = self.needs_of(context)
+        super().__init__(names, options, context)
         self.weights: np.ndarray | None = None
         self.direction: np.ndarray | None = None
         self.index: LabelIndex | None = None

@@ -240,9 +240,10 @@ def _zip_exact(
         parts = [next(stream, None) for stream in streams]
         if all(part is None for part in parts):
             return
-        if any(part is None for part in parts) or len({p.num_rows for p in parts}) != 1:  # type: ignore[union-attr]
+        batches = [part for part in parts if part is not None]
+        if len(batches) != len(parts) or len({b.num_rows for b in batches}) != 1:
             raise DataError(f"{shard.path}: its rows no longer match the data it came from")
-        yield parts  # type: ignore[misc]
+        yield batches
 
 
 def _labels(values: pa.Array, shard: InputShard, offset: int) -> np.ndarray:

@@ -83,8 +83,24 @@ class BaseScorer:
     Options: ClassVar[type[Any]] = NoOptions
     traits: ClassVar[ScorerTraits] = ScorerTraits()
     one_per_name: ClassVar[bool] = False  # else one instance takes all its names given
+    name: str  # its key among the stage's parameters
     columns: tuple[str, ...] = ()
     artifacts: tuple[str, ...] = ()
+
+    def __init__(self, names: list[str], options: Any, context: ScoreContext) -> None:
+        self.needs = self.needs_of(context)
+
+    def fields(self) -> list[pa.Field]:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def fit(self, reader: RowReader, output: StageOutput) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def score(self, rows: Rows) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     @classmethod
     def matches(cls, name: str) -> bool:
