@@ -116,3 +116,19 @@ def test_folder_state_actions(tmp_path: Path) -> None:
     state = FolderState.read(out, wanted)
     assert state.action == "resume" and sorted(state.done) == [1]
     assert "malformed" in state.problems[0]
+
+
+def test_a_stage_reading_a_damaged_folder_refuses_it(cli, tmp_path: Path) -> None:
+    """The next stage reads its input folder through the same view: a missing or truncated
+    part is one error line naming it, not a traceback or a half-read input."""
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=3, rows=40)
+    embed = tmp_path / "embed"
+    assert cli("embed", corpus, embed, *EMBED, "-q").exit_code == 0
+    part = embed / "part-00001.parquet"
+    part.write_bytes(part.read_bytes()[:-10])
+    result = cli("cluster", embed, tmp_path / "cluster", "--k", 3, "-q")
+    assert result.exit_code == 1, result.output
+    assert "part-00001.parquet has" in result.stderr and "rerun the embed stage" in result.stderr
+    part.unlink()
+    result = cli("cluster", embed, tmp_path / "cluster", "--k", 3, "-q")
+    assert result.exit_code == 1 and "part-00001.parquet is missing" in result.stderr

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
-from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
+from dataselect.manifest import MANIFEST_NAME, Manifest
 
 DEFAULT_SHARD_ROWS = 100_000
 _FINGERPRINT_BYTES = 1 << 20
@@ -239,17 +239,21 @@ def _open_parquet(root: Path, files: list[Path], shard_rows: int) -> InputDatase
 
 
 def _open_stage_folder(root: Path) -> InputDataset:
-    manifest = read_manifest(root)
+    """A finished stage folder as input: its shards as the manifest lists them, each there
+    with its recorded size (``FolderState``, the stage's own reading of a folder)."""
+    from dataselect.io.folder_state import FolderState
+
+    state = FolderState.read(root, checksums=False)
+    manifest = state.manifest
+    assert manifest is not None
     if not manifest.complete:
-        done = len(manifest.shards)
         raise DataError(
-            f"{root}: the {manifest.stage} stage has not finished ({done} shards done): "
-            "rerun that stage first"
+            f"{root}: the {manifest.stage} stage has not finished ({len(state.claimed)} shards "
+            "done): rerun that stage first"
         )
+    if state.problems:
+        raise DataError(f"{root}: {state.problems[0]} (rerun the {manifest.stage} stage)")
     files = [root / str(s["file"]) for s in manifest.shards]
-    for f in files:
-        if not f.exists():
-            raise DataError(f"{f}: listed in {root / MANIFEST_NAME} but missing")
     dataset = _open_parquet(root, files, shard_rows=1 << 62) if files else None
     if dataset is None or len(dataset.shards) != len(files):
         raise DataError(f"{root}: stage folder has no shards")
