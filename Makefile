@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint browser bench bench-ray-job clean
+.PHONY: install demo test lint docs browser bench bench-ray-job clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy
+
+# docs/cli.md: every command's --help (tests/test_docs.py fails when it is stale)
+docs: $(STAMP)
+	$(BIN)/python -m dataselect.cli.reference > docs/cli.md
 
 # The report test renders report.html in headless Chromium (Debian's package). Installed here
 # when missing and apt-get can run; otherwise that one test skips and says why.

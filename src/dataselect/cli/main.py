@@ -271,7 +271,7 @@ def run_config(
     json_summary: JsonSummary = False,
     debug: Debug = False,
 ) -> None:
-    """Run the whole pipeline from a config: embed -> cluster -> [score] -> sample."""
+    """Run the whole pipeline from a config: embed -> cluster -> score (if any) -> sample."""
     from dataselect.pipeline import load_config, plan_run, run_pipeline, run_summary
 
     engines = EngineOptions(engine, ray_address, workers)
