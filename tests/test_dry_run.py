@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import write_parquet_folder
 
-from dataselect.clustering.estimate import estimate_cluster as plan_cluster
-from dataselect.planning import estimate_command, format_plans, measure_command
+from dataselect.clustering.estimate import estimate_cluster
+from dataselect.planning import PlanRequest, estimate_command, format_plans, measure_command
 
 
 def tree(folder: Path) -> dict[str, tuple[int, int]]:
@@ -158,8 +158,9 @@ def test_cluster_plan_counts_the_fit_sample(tmp_path: Path, cli) -> None:
     )
     from dataselect.clustering.stage import ClusterConfig
 
-    plan, shape = plan_cluster(
-        tmp_path / "embed", tmp_path / "c", ClusterConfig(k=4, max_points_per_centroid=10)
+    plan, shape = estimate_cluster(
+        ClusterConfig(k=4, max_points_per_centroid=10),
+        PlanRequest(tmp_path / "embed", tmp_path / "c"),
     )
     assert plan.details["fit_sample_rows"] == 40 and plan.details["dim"] == 32
     assert shape.rows == 400 and not shape.exists

@@ -15,13 +15,13 @@ from dataselect.errors import DataError, DataselectError, UsageError
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ClusterConfig": "dataselect.clustering.stage",
+    "ClusterConfig": "dataselect.clustering.config",
     "cluster": "dataselect.clustering.stage",
-    "EmbedConfig": "dataselect.embedding.stage",
+    "EmbedConfig": "dataselect.embedding.config",
     "embed": "dataselect.embedding.stage",
-    "ScoreConfig": "dataselect.scoring.stage",
+    "ScoreConfig": "dataselect.scoring.config",
     "score": "dataselect.scoring.stage",
-    "SampleConfig": "dataselect.sampling.stage",
+    "SampleConfig": "dataselect.sampling.config",
     "sample": "dataselect.sampling.stage",
     "refine": "dataselect.sampling.stage",
     "Manifest": "dataselect.manifest",
@@ -50,16 +50,20 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from dataselect.clustering.stage import ClusterConfig, cluster
-    from dataselect.embedding.stage import EmbedConfig, embed
+    from dataselect.clustering.config import ClusterConfig
+    from dataselect.clustering.stage import cluster
+    from dataselect.embedding.config import EmbedConfig
+    from dataselect.embedding.stage import embed
     from dataselect.evaluation import evaluate
     from dataselect.inspection import describe
     from dataselect.io.sources import open_input
     from dataselect.manifest import Manifest, read_manifest
     from dataselect.pipeline import load_config, plan_run, run_pipeline
     from dataselect.report import make_report
-    from dataselect.sampling.stage import SampleConfig, refine, sample
-    from dataselect.scoring.stage import ScoreConfig, score
+    from dataselect.sampling.config import SampleConfig
+    from dataselect.sampling.stage import refine, sample
+    from dataselect.scoring.config import ScoreConfig
+    from dataselect.scoring.stage import score
 
 __all__ = [
     "ClusterConfig",

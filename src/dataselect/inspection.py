@@ -56,7 +56,7 @@ def describe(path: str | Path, verify: bool = False) -> dict[str, Any]:
 
 
 def describe_stage(folder: Path, verify: bool = False) -> dict[str, Any]:
-    state = FolderState.read(folder, checksums=verify)
+    state = FolderState.read(folder, verify="checksum" if verify else "size")
     manifest = state.manifest
     assert manifest is not None
     shards = state.claimed

@@ -22,7 +22,7 @@ from dataselect.clustering.config import ClusterConfig
 from dataselect.embedding.config import EmbedConfig
 from dataselect.errors import UsageError
 from dataselect.options import OptionError, StageConfig
-from dataselect.planning import DataShape, Plan
+from dataselect.planning import DataShape, Plan, PlanRequest
 from dataselect.sampling.config import SampleConfig
 from dataselect.scoring.config import ScoreConfig
 from dataselect.stage import StageResult
@@ -36,7 +36,7 @@ class StageSpec:
     name: str
     config: type[StageConfig]
     run_at: str  # "module:function" of run(input, output, config, overwrite, quiet)
-    estimate_at: str  # "module:function" of estimate(input, output, config, overwrite, ...)
+    estimate_at: str  # "module:function" of estimate(config, PlanRequest)
     optional: bool = False  # `dataselect run`: only when the config has a section for it
 
     def run(
@@ -52,18 +52,9 @@ class StageSpec:
         )
         return result
 
-    def estimate(
-        self,
-        input: str | Path,
-        output: str | Path,
-        config: Any,
-        overwrite: bool | str = False,
-        predicted: DataShape | None = None,
-        count_startup: bool = True,
-        source: Any = None,
-    ) -> tuple[Plan, DataShape]:
+    def estimate(self, config: Any, request: PlanRequest) -> tuple[Plan, DataShape]:
         estimate: Callable[..., tuple[Plan, DataShape]] = _function(self.estimate_at)
-        return estimate(input, output, config, overwrite, predicted, count_startup, source)
+        return estimate(config, request)
 
 
 def _function(where: str) -> Any:
@@ -185,9 +176,8 @@ def plan_run(config: dict[str, Any]) -> list[Plan]:
     plans: list[Plan] = []
     shape: DataShape | None = None
     for step in steps:
-        plan, shape = step.spec.estimate(step.input, step.output, step.config, "stale",
-                                         predicted=shape, count_startup=not plans,
-                                         source=source)  # fmt: skip
+        request = PlanRequest(step.input, step.output, "stale", shape, not plans, source)
+        plan, shape = step.spec.estimate(step.config, request)
         plans.append(plan)
     return plans
 

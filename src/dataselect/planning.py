@@ -91,6 +91,34 @@ class Plan:
         return out
 
 
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a stage's estimate is asked: its folders, --overwrite, and, under `dataselect run
+    --dry-run`, what is known of an input the stage before has not written yet."""
+
+    input: str | Path
+    output: str | Path
+    overwrite: bool | str = False
+    predicted: DataShape | None = None  # the input's shape, when the stage before writes it
+    first: bool = True  # the command's first stage: it counts Python's start-up
+    source: InputDataset | None = None  # the source data behind a predicted input
+
+    @property
+    def input_exists(self) -> bool:
+        return self.predicted is None or self.predicted.exists
+
+    def startup_seconds(self) -> float:
+        """Starting Python and importing: counted once per command."""
+        return time.process_time() if self.first else 0.0
+
+    def plan(
+        self, stage: str, action: str, shards: int, rows: int, todo: int, **estimates: Any
+    ) -> Plan:
+        """The plan of this request, with the estimates of ``Plan``'s other fields."""
+        return Plan(stage=stage, input=str(self.input), output=str(self.output), action=action,
+                    shards=shards, rows=rows, rows_to_process=todo, **estimates)  # fmt: skip
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far. On Linux it includes the memory of the
     process it was forked from, so a baseline uses ``current_rss_mb``."""
@@ -286,7 +314,7 @@ def mean_id_bytes(dataset: InputDataset, id_column: str | None) -> float:
 
 def folder_state(output: str | Path, manifest: Manifest, overwrite: bool | str) -> FolderState:
     """What running would do to OUTPUT: the stage's own reading of it (``FolderState``)."""
-    return FolderState.read(output, manifest, overwrite, checksums=True)
+    return FolderState.read(output, manifest, overwrite, verify="checksum")
 
 
 def rows_to_process(state: FolderState | None, shape: DataShape) -> int:

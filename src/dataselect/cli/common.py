@@ -16,6 +16,7 @@ import typer
 
 from dataselect.errors import DataselectError
 from dataselect.options import OptionSpec
+from dataselect.planning import PlanRequest
 from dataselect.registry import RegistryConfig
 
 RUN_PANEL, ENGINE_PANEL = "Run options", "Engine options"
@@ -190,7 +191,7 @@ def run_or_plan(
         with use_engine(engine.engine, engine.ray_address, engine.workers):
             config = spec.config(**values)
             if run.dry_run:
-                return spec.estimate(input, output, config, run.overwrite)[0]
+                return spec.estimate(config, PlanRequest(input, output, run.overwrite))[0]
             return spec.run(input, output, config, overwrite=run.overwrite, quiet=run.quiet)
 
     result = run_command(run.debug, action)

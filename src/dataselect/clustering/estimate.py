@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import faiss
 import numpy as np
@@ -16,6 +15,7 @@ from dataselect.planning import (
     MB,
     DataShape,
     Plan,
+    PlanRequest,
     current_rss_mb,
     data_shape,
     folder_state,
@@ -47,32 +47,25 @@ def search_seconds_per_row_centroid(dim: int, k: int) -> float:
     return float(np.median(timings)) / (SEARCH_PROBE_ROWS * k)
 
 
-def estimate_cluster(
-    input: str | Path,
-    output: str | Path,
-    config: ClusterConfig,
-    overwrite: bool | str = False,
-    predicted: DataShape | None = None,
-    count_startup: bool = True,
-    source: InputDataset | None = None,
-) -> tuple[Plan, DataShape]:
+def estimate_cluster(config: ClusterConfig, request: PlanRequest) -> tuple[Plan, DataShape]:
     """The cluster plan: k-means fits and the assignment as FAISS searches, timed on random
     vectors of the input's dimension; memory of the fit sample (FAISS holds it about twice)
-    and the assignment's batches in flight. ``predicted``: the input's shape when it does
+    and the assignment's batches in flight. ``request.predicted``: the input's shape when it does
     not exist yet."""
     config.check()
     base = current_rss_mb()  # the libraries are loaded; the probes below are not what a run keeps
-    startup = time.process_time() if count_startup else 0.0
+    startup = request.startup_seconds()
     dataset: InputDataset | None = None
-    if predicted is None or predicted.exists:
-        dataset = open_stage_input(input)
+    if request.input_exists:
+        dataset = open_stage_input(request.input)
         stage = ClusterStage(dataset, config)
         shape = data_shape(dataset, ["id", config.vector_column], stage.id_column)
         shape.dim = stage.dim
-        state = folder_state(output, stage_manifest(stage, dataset), overwrite)
+        state = folder_state(request.output, stage_manifest(stage, dataset), request.overwrite)
         action = state.describe()
     else:
-        shape, state = predicted, None
+        assert request.predicted is not None
+        shape, state = request.predicted, None
         action = f"run all {shape.shards} shards (after the stage before it)"
     dim = int(shape.dim or 0)
     notes = []
@@ -102,14 +95,12 @@ def estimate_cluster(
     )
     out_row = shape.id_bytes + 4 + 8
     out_shape = written_shape(shape, action, dim, out_row, group_rows=READ_ROWS)
-    plan = Plan(
-        stage="cluster",
-        input=str(input),
-        output=str(output),
-        action=action,
-        shards=shape.shards,
-        rows=shape.rows,
-        rows_to_process=todo,
+    plan = request.plan(
+        "cluster",
+        action,
+        shape.shards,
+        shape.rows,
+        todo,
         peak_memory_mb=memory / MB,
         seconds=startup + seconds,
         output_mb=(shape.rows * out_row + k * dim * 4) / MB,

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from dataselect.embedding.stage import READ_ROWS, EmbedConfig, EmbedStage
 from dataselect.embedding.vectors import normalised_vectors
-from dataselect.io.sources import InputDataset, open_stage_input
+from dataselect.io.sources import open_stage_input
 from dataselect.planning import (
     MB,
     PROBE_ROWS,
     WORKER_START_SECONDS,
     DataShape,
     Plan,
+    PlanRequest,
     current_rss_mb,
     data_shape,
     first_batch,
@@ -28,25 +28,17 @@ from dataselect.planning import (
 from dataselect.stage import stage_manifest
 
 
-def estimate_embed(
-    input: str | Path,
-    output: str | Path,
-    config: EmbedConfig,
-    overwrite: bool | str = False,
-    predicted: DataShape | None = None,
-    count_startup: bool = True,
-    source: InputDataset | None = None,
-) -> tuple[Plan, DataShape]:
+def estimate_embed(config: EmbedConfig, request: PlanRequest) -> tuple[Plan, DataShape]:
     """The embed plan: the embedder (or the vector check) timed on the first rows, plus
     reading and writing; memory of the model, a decoded read batch and its vectors. The
     first stage: its input always exists."""
     config.check()
     base = current_rss_mb()
-    startup = time.process_time() if count_startup else 0.0  # Python and imports: once
-    dataset = open_stage_input(input, shard_rows=config.shard_rows)
+    startup = request.startup_seconds()  # Python and imports: once
+    dataset = open_stage_input(request.input, shard_rows=config.shard_rows)
     stage = EmbedStage(dataset, config)
     shape = data_shape(dataset, stage.columns, stage.id_column)
-    state = folder_state(output, stage_manifest(stage, dataset), overwrite)
+    state = folder_state(request.output, stage_manifest(stage, dataset), request.overwrite)
     action = state.describe()
     todo = rows_to_process(state, shape)
     shard, batch = first_batch(dataset, stage.columns, PROBE_ROWS)
@@ -75,14 +67,12 @@ def estimate_embed(
         memory = base * MB + workers * memory
         seconds = startup + WORKER_START_SECONDS + per_row * todo / workers
     out_shape = written_shape(shape, action, stage.dim, shape.id_bytes + 4, vector_bytes, READ_ROWS)
-    plan = Plan(
-        stage="embed",
-        input=str(input),
-        output=str(output),
-        action=action,
-        shards=shape.shards,
-        rows=shape.rows,
-        rows_to_process=todo,
+    plan = request.plan(
+        "embed",
+        action,
+        shape.shards,
+        shape.rows,
+        todo,
         peak_memory_mb=memory / MB,
         seconds=seconds,
         output_mb=shape.rows * out_shape.bytes_per_row / MB,

@@ -111,18 +111,22 @@ class ShardJobs(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ShardWork:
+    """The shards of a stage to write, each into its temporary path."""
+
+    stage: ShardStage
+    shards: list[InputShard]
+    paths: dict[int, Path]  # by shard index
+    progress: Callable[[int], None]  # rows written, for an engine that counts them as it goes
+
+
 class Engine(Protocol):
     name: str
 
-    def start(
-        self,
-        stage: ShardStage,
-        shards: list[InputShard],
-        paths: dict[int, Path],
-        progress: Callable[[int], None],
-    ) -> AbstractContextManager[ShardJobs]:
-        """Start the work of ``shards``, each into ``paths[shard.index]``; the context
-        releases the engine's resources (pools, a Ray instance it started)."""
+    def start(self, work: ShardWork) -> AbstractContextManager[ShardJobs]:
+        """Start ``work``; the context releases the engine's resources (pools, a Ray
+        instance it started)."""
         ...
 
 
@@ -145,7 +149,7 @@ def publish_in_order(
     if not todo:
         return
     paths = {shard.index: output.temporary_shard_path(shard.index) for shard in todo}
-    with engine.start(stage, todo, paths, reporter.advance) as jobs:
+    with engine.start(ShardWork(stage, todo, paths, reporter.advance)) as jobs:
         try:
             for written, shard in enumerate(todo, start=1):
                 record = output.write_shard(

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
-from dataselect.engine.base import ShardJobs, ShardStage, timed_shard_file
-from dataselect.io.sources import InputShard
+from dataselect.engine.base import ShardJobs, ShardWork, timed_shard_file
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
@@ -28,30 +26,20 @@ class InProcessEngine:
     name = "local"
 
     @contextmanager
-    def start(
-        self,
-        stage: ShardStage,
-        shards: list[InputShard],
-        paths: dict[int, Path],
-        progress: Callable[[int], None],
-    ) -> Iterator[ShardJobs]:
-        yield InProcessJobs(stage, {shard.index: shard for shard in shards}, paths, progress)
+    def start(self, work: ShardWork) -> Iterator[ShardJobs]:
+        yield InProcessJobs(work)
 
 
 class InProcessJobs:
     counts_rows = True
 
-    def __init__(
-        self,
-        stage: ShardStage,
-        shards: dict[int, InputShard],
-        paths: dict[int, Path],
-        progress: Callable[[int], None],
-    ) -> None:
-        self.stage, self.shards, self.paths, self.progress = stage, shards, paths, progress
+    def __init__(self, work: ShardWork) -> None:
+        self.work = work
+        self.shards = {shard.index: shard for shard in work.shards}
 
     def result(self, index: int) -> tuple[int, float]:
-        return timed_shard_file(self.stage, self.shards[index], self.paths[index], self.progress)
+        work = self.work
+        return timed_shard_file(work.stage, self.shards[index], work.paths[index], work.progress)
 
     def cancel(self) -> None:
         return None  # nothing runs beside the publisher
@@ -67,14 +55,8 @@ class PoolEngine:
         self.threads = threads
 
     @contextmanager
-    def start(
-        self,
-        stage: ShardStage,
-        shards: list[InputShard],
-        paths: dict[int, Path],
-        progress: Callable[[int], None],
-    ) -> Iterator[ShardJobs]:
-        count = min(self.workers, max(len(shards), 1))
+    def start(self, work: ShardWork) -> Iterator[ShardJobs]:
+        count = min(self.workers, max(len(work.shards), 1))
         pool: Executor = (
             ThreadPoolExecutor(count, thread_name_prefix="shard")
             if self.threads
@@ -84,8 +66,8 @@ class PoolEngine:
         )
         with pool:
             futures = {
-                shard.index: pool.submit(timed_shard_file, stage, shard, paths[shard.index])
-                for shard in shards
+                s.index: pool.submit(timed_shard_file, work.stage, s, work.paths[s.index])
+                for s in work.shards
             }
             yield PoolJobs(pool, futures)
 

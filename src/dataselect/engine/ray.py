@@ -10,12 +10,12 @@ cluster, OUTPUT and the input must be on storage every node sees (NFS, a mounted
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dataselect.engine.base import ShardJobs, ShardStage, timed_shard_file
+from dataselect.engine.base import ShardJobs, ShardStage, ShardWork, timed_shard_file
 from dataselect.errors import DataselectError
 from dataselect.io.sources import InputShard
 
@@ -34,13 +34,7 @@ class RayEngine:
         self.address = address
 
     @contextmanager
-    def start(
-        self,
-        stage: ShardStage,
-        shards: list[InputShard],
-        paths: dict[int, Path],
-        progress: Callable[[int], None],
-    ) -> Iterator[ShardJobs]:
+    def start(self, work: ShardWork) -> Iterator[ShardJobs]:
         try:
             import ray
         except ImportError as exc:
@@ -51,8 +45,10 @@ class RayEngine:
                      logging_level=logging.ERROR)  # fmt: skip
         try:
             task = ray.remote(_shard_task)
-            stage_ref = ray.put(stage)
-            refs = {s.index: task.remote(stage_ref, s, str(paths[s.index])) for s in shards}
+            stage_ref = ray.put(work.stage)
+            refs = {
+                s.index: task.remote(stage_ref, s, str(work.paths[s.index])) for s in work.shards
+            }
             yield RayJobs(ray, refs)
         finally:
             if started_here:

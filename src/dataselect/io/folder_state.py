@@ -7,8 +7,8 @@ run makes the checks the stage makes by construction.
 
 A folder claims shards in its complete manifest or, while a run is unfinished, in one marker
 per shard (``_shards/part-NNNNN.json``). A claimed shard is done only when its record is
-well-formed and its file is there with the recorded size (and, when checksums are asked for,
-the recorded SHA-256); every other claim is a problem, and the shard is redone.
+well-formed and its file is there with the recorded size and SHA-256 (how far is checked is
+``verify``'s choice); every other claim is a problem, and the shard is redone.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ MARKER_DIR = "_shards"
 # for these settings; replace: another output is there and is replaced (--overwrite, or a
 # changed stage under `dataselect run`); refuse: another output is there, or foreign files
 Action = Literal["run", "resume", "skip", "replace", "refuse"]
+# how far a claimed shard is checked: its file is there; with the recorded size; with the
+# recorded SHA-256 too (what a run does before it reuses a shard)
+Verify = Literal["exists", "size", "checksum"]
 RECORD_FIELDS = {"index": int, "file": str, "rows": int, "bytes": int, "sha256": str}
 
 
@@ -63,14 +66,14 @@ class FolderState:
         folder: str | Path,
         wanted: Manifest | None = None,
         overwrite: bool | str = False,
-        checksums: bool = True,
+        verify: Verify = "checksum",
     ) -> FolderState:
         """Read ``folder`` without changing it.
 
         ``wanted``: the manifest a run would write (its identity decides resume or refuse);
         ``overwrite``: True replaces any output, "stale" only this stage's made with other
-        settings or input (how `dataselect run` refreshes a changed stage); ``checksums``:
-        also recompute each claimed shard's SHA-256 (what a run does before reusing it).
+        settings or input (how `dataselect run` refreshes a changed stage); ``verify``: how
+        far each claimed shard is checked (``Verify``).
         """
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
@@ -78,7 +81,7 @@ class FolderState:
         manifest = _manifest_there(folder, replaceable=overwrite is True)
         shards_total = wanted.shards_total if wanted is not None else 0
         claimed, problems = _claims(folder, manifest)
-        done = _verified(folder, claimed, problems, shards_total or None, checksums)
+        done = _verified(folder, claimed, problems, shards_total or None, verify)
         foreign = (
             [p.name for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
             if manifest is None and folder.is_dir()
@@ -164,7 +167,7 @@ def _verified(
     claimed: list[dict[str, Any]],
     problems: list[str],
     shards_total: int | None,
-    checksums: bool,
+    verify: Verify,
 ) -> dict[int, dict[str, Any]]:
     """The claimed shards whose file is there and intact; the others go to ``problems``."""
     done: dict[int, dict[str, Any]] = {}
@@ -175,9 +178,9 @@ def _verified(
         path = folder / name
         if not path.exists():
             problems.append(f"{name} is missing")
-        elif path.stat().st_size != record["bytes"]:
+        elif verify != "exists" and path.stat().st_size != record["bytes"]:
             problems.append(f"{name} has {path.stat().st_size:,} bytes, not {record['bytes']:,}")
-        elif checksums and file_sha256(path) != record["sha256"]:
+        elif verify == "checksum" and file_sha256(path) != record["sha256"]:
             problems.append(f"{name} does not match its checksum")
         else:
             done[index] = record

@@ -76,7 +76,7 @@ class StageOutput:
         return self.done
 
     def _prepare(self) -> None:
-        state = FolderState.read(self.folder, self.manifest, self.overwrite, checksums=True)
+        state = FolderState.read(self.folder, self.manifest, self.overwrite, verify="checksum")
         if state.action == "refuse":
             raise state.refusal()
         if not self.folder.exists():

@@ -240,10 +240,11 @@ def _open_parquet(root: Path, files: list[Path], shard_rows: int) -> InputDatase
 
 def _open_stage_folder(root: Path) -> InputDataset:
     """A finished stage folder as input: its shards as the manifest lists them, each there
-    with its recorded size (``FolderState``, the stage's own reading of a folder)."""
+    (``FolderState``, the stage's own reading of a folder; their sizes and checksums are
+    not checked here)."""
     from dataselect.io.folder_state import FolderState
 
-    state = FolderState.read(root, checksums=False)
+    state = FolderState.read(root, verify="exists")
     manifest = state.manifest
     assert manifest is not None
     if not manifest.complete:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from dataselect.errors import UsageError
 from dataselect.io.readahead import read_threads
-from dataselect.io.sources import InputDataset, open_input, open_stage_input
+from dataselect.io.sources import open_input, open_stage_input
 from dataselect.keyed import row_keys, row_keys_streams
 from dataselect.lineage import trace_lineage
 from dataselect.manifest import MANIFEST_NAME, read_manifest
@@ -27,6 +27,7 @@ from dataselect.planning import (
     MB,
     DataShape,
     Plan,
+    PlanRequest,
     current_rss_mb,
     data_shape,
     folder_state,
@@ -99,27 +100,20 @@ def reduction_seconds_per_row(
     return (time.perf_counter() - started) / n
 
 
-def estimate_sample(
-    input: str | Path,
-    output: str | Path,
-    config: SampleConfig,
-    overwrite: bool | str = False,
-    predicted: DataShape | None = None,
-    count_startup: bool = True,
-    source: InputDataset | None = None,
-) -> tuple[Plan, DataShape]:
+def estimate_sample(config: SampleConfig, request: PlanRequest) -> tuple[Plan, DataShape]:
     """The sample plan: the reduction over the per-row columns is not run, only timed on
     synthetic rows (``reduction_seconds_per_row``); reading the per-row columns, the source
     rows written out and the embeddings of the metrics are timed on the real inputs.
-    ``predicted``: the input's shape when it does not exist yet (then ``source``: the
-    source data behind it)."""
+    ``request.predicted``: the input's shape when it does not exist yet (then
+    ``request.source``: the source data behind it)."""
+    source = request.source
     config.check()
     base = current_rss_mb()
-    startup = time.process_time() if count_startup else 0.0
+    startup = request.startup_seconds()
     notes: list[str] = []
     read = embed_read = 0.0
-    if predicted is None or predicted.exists:
-        dataset = open_stage_input(input)
+    if request.input_exists:
+        dataset = open_stage_input(request.input)
         check_sample_input(dataset, config)
         shape = data_shape(dataset, ["id"], "id")
         lineage = trace_lineage(Path(dataset.path))
@@ -134,19 +128,20 @@ def estimate_sample(
         read = read_seconds_per_row(dataset, wanted, 0)
         budget = parse_budget(config.budget, shape.rows) if config.budget_tokens is None else None
         params = strategy_params(config) | {"budget_rows": budget}
-        if budget is None and (Path(output) / MANIFEST_NAME).exists():
+        if budget is None and (Path(request.output) / MANIFEST_NAME).exists():
             # a token budget's row count is found by the run: take the finished run's
-            params["budget_rows"] = read_manifest(output).params.get("budget_rows")
+            params["budget_rows"] = read_manifest(request.output).params.get("budget_rows")
         manifest = wanted_manifest("sample", params, dataset, len(source.shards))
-        action = folder_state(output, manifest, overwrite).describe()
+        action = folder_state(request.output, manifest, request.overwrite).describe()
     else:
-        shape = predicted
+        assert request.predicted is not None
+        shape = request.predicted
         budget = parse_budget(config.budget, shape.rows) if config.budget_tokens is None else None
         action = "run (after the stage before it)"
         read = read_seconds_per_row(None, [], 0)
         embed_read = read_seconds_per_row(None, [], int(shape.dim or 0))
     if source is None:
-        raise UsageError(f"{input}: cannot find the source data behind it")
+        raise UsageError(f"{request.input}: cannot find the source data behind it")
     source_columns = list(source.schema.names)
     source_shape = data_shape(source, source_columns, None)
     source_read = read_seconds_per_row(source, source_columns, 0)
@@ -190,14 +185,12 @@ def estimate_sample(
     )
     write_out /= workers
     embed_read /= readers
-    plan = Plan(
-        stage="sample",
-        input=str(input),
-        output=str(output),
-        action=action,
-        shards=source_shape.shards,
-        rows=shape.rows,
-        rows_to_process=todo,
+    plan = request.plan(
+        "sample",
+        action,
+        source_shape.shards,
+        shape.rows,
+        todo,
         peak_memory_mb=memory / MB,
         # the per-row columns, the reduction, the source rows joined back, and one pass
         # over the embeddings for the diversity metrics (selected rows and corpus sample)

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from dataselect.errors import DataError
-from dataselect.io.sources import InputDataset, open_stage_input
+from dataselect.io.sources import open_stage_input
 from dataselect.planning import (
     FLAT_DECODE_COPIES,
     LIST_DECODE_COPIES,
@@ -15,6 +14,7 @@ from dataselect.planning import (
     WORKER_START_SECONDS,
     DataShape,
     Plan,
+    PlanRequest,
     current_rss_mb,
     data_shape,
     folder_state,
@@ -28,26 +28,18 @@ from dataselect.stage import stage_manifest
 PROBE_LIMIT = 16_384  # rows the timed scorers score in the probe
 
 
-def estimate_score(
-    input: str | Path,
-    output: str | Path,
-    config: ScoreConfig,
-    overwrite: bool | str = False,
-    predicted: DataShape | None = None,
-    count_startup: bool = True,
-    source: InputDataset | None = None,
-) -> tuple[Plan, DataShape]:
+def estimate_score(config: ScoreConfig, request: PlanRequest) -> tuple[Plan, DataShape]:
     """The score plan: the scorers without a fit timed on the input's first rows (the fits
     and the fitted scorers' per-row work are named in a note, not timed); memory of a read
-    batch, the embeddings read and the largest fit's training rows. ``predicted``: the
+    batch, the embeddings read and the largest fit's training rows. ``request.predicted``: the
     input's shape when it does not exist yet."""
     config.check()
     base = current_rss_mb()
-    startup = time.process_time() if count_startup else 0.0
+    startup = request.startup_seconds()
     chosen = config.chosen()
     per_row = 0.0
-    if predicted is None or predicted.exists:
-        dataset = open_stage_input(input, shard_rows=config.shard_rows)
+    if request.input_exists:
+        dataset = open_stage_input(request.input, shard_rows=config.shard_rows)
         stage = ScoreStage(dataset, config)
         columns = list(dict.fromkeys(["id", *dataset.schema.names]))
         shape = data_shape(dataset, columns, stage.reader.id_column)
@@ -55,7 +47,7 @@ def estimate_score(
             shape.dim = stage.reader.dim
         except DataError:
             shape.dim = None
-        state = folder_state(output, stage_manifest(stage, dataset), overwrite)
+        state = folder_state(request.output, stage_manifest(stage, dataset), request.overwrite)
         action = state.describe()
         timed = [
             scorer
@@ -80,7 +72,8 @@ def estimate_score(
         base = max(base, current_rss_mb())  # the libraries the scorers loaded
         columns_out = len(stage.schema)
     else:
-        shape, state = predicted, None
+        assert request.predicted is not None
+        shape, state = request.predicted, None
         action = f"run all {shape.shards} shards (after the stage before it)"
         columns_out = 3 + len(config.scorers)
     costs = [(entry, names, entry.cost(config.options_for(entry), shape.rows))
@@ -106,14 +99,12 @@ def estimate_score(
         seconds = startup + WORKER_START_SECONDS + per_row * todo / workers
     out_row = shape.id_bytes + 4 + 4 * columns_out
     out_shape = written_shape(shape, action, shape.dim, out_row, group_rows=READ_ROWS)
-    plan = Plan(
-        stage="score",
-        input=str(input),
-        output=str(output),
-        action=action,
-        shards=shape.shards,
-        rows=shape.rows,
-        rows_to_process=todo,
+    plan = request.plan(
+        "score",
+        action,
+        shape.shards,
+        shape.rows,
+        todo,
         peak_memory_mb=memory / MB,
         seconds=seconds,
         output_mb=shape.rows * out_row / MB,
