@@ -283,3 +283,17 @@ def test_disk_full_fails_cleanly_and_keeps_earlier_outputs(cli, tmp_path, tiny_f
     assert_clean_failure(result, 1, "No space left on device", output=out)
     assert folder_bytes(earlier) == before
     assert not [p for p in tiny_filesystem.rglob(".*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("stage", ["score", "sample"])
+def test_a_cycle_of_manifests_is_refused_not_followed_for_ever(cli, corpus, tmp_path, stage):
+    """A cluster folder whose manifest's input points back at the folder itself."""
+    assert hashing(cli, corpus, tmp_path / "embed", "--dim", "16").exit_code == 0
+    clusters = tmp_path / "cl"
+    assert cli("cluster", tmp_path / "embed", clusters, "--k", 3, "-q").exit_code == 0
+    manifest = json.loads((clusters / "_manifest.json").read_text())
+    manifest["input"]["path"] = str(clusters)
+    (clusters / "_manifest.json").write_text(json.dumps(manifest))
+    extra = ("--scorer", "heuristic") if stage == "score" else ()
+    result = cli(stage, clusters, tmp_path / "out", *extra, "-q")
+    assert_clean_failure(result, 1, "form a cycle", output=tmp_path / "out")

@@ -124,6 +124,22 @@ def test_report_refuses_what_is_not_a_selection(planted_run: Path, tmp_path: Pat
     assert empty.exit_code == 1 and "no sample stage folder" in empty.stderr
 
 
+def test_report_writes_only_over_its_own_report(planted_run: Path, tmp_path: Path, cli) -> None:
+    """--output never replaces a part file, an input or any file of the user's."""
+    part = planted_run / "sample" / "part-00000.parquet"
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>mine</p>")
+    for target in (part, notes, planted_run / "embed"):
+        before = target.read_bytes() if target.is_file() else None
+        result = cli("report", planted_run, "--output", target)
+        assert result.exit_code == 2, result.output
+        assert "dataselect: error:" in result.stderr and str(target) in result.stderr
+        assert before is None or target.read_bytes() == before
+    first = cli("report", planted_run, "--output", tmp_path / "r.html", "-q")
+    again = cli("report", planted_run, "--output", tmp_path / "r.html", "-q")
+    assert first.exit_code == again.exit_code == 0, again.output  # its own: replaced
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it)")
 def test_report_renders_in_headless_chromium(planted_run: Path, tmp_path: Path, cli) -> None:
     """Chromium draws every plot: a screenshot of each <img> has its size and is no blank."""

@@ -27,10 +27,25 @@ class Lineage:
     cluster_folder: Path | None = None
 
 
-def trace_lineage(folder: Path) -> Lineage:
-    path = folder
-    cluster_folder = None
+def stage_folders_behind(path: Path) -> list[Path]:
+    """``path`` and the stage folders behind it, following each manifest's input back (the
+    folders a stage reading ``path`` may read); a cycle of manifests is refused."""
+    folders: list[Path] = []
     while (path / MANIFEST_NAME).exists():
+        if any(path.resolve() == seen.resolve() for seen in folders):
+            chain = " -> ".join(str(f) for f in [*folders, path])
+            raise DataError(f"{folders[0]}: its manifests' inputs form a cycle ({chain})")
+        folders.append(path)
+        behind = read_manifest(path).input.get("path")
+        if not isinstance(behind, str) or not behind:
+            break
+        path = Path(behind)
+    return folders
+
+
+def trace_lineage(folder: Path) -> Lineage:
+    cluster_folder = None
+    for path in stage_folders_behind(folder):
         manifest = read_manifest(path)
         if manifest.stage == "cluster" and cluster_folder is None:
             cluster_folder = path
@@ -41,5 +56,4 @@ def trace_lineage(folder: Path) -> Lineage:
                     f"{manifest.input['path']}: the source data changed since {path} was embedded"
                 )
             return Lineage(path, manifest, source, manifest.params.get("id_column"), cluster_folder)
-        path = Path(manifest.input["path"])
     raise DataError(f"{folder}: no embed stage found by following the manifests back")

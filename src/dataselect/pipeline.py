@@ -21,6 +21,7 @@ import yaml
 from dataselect.clustering.config import ClusterConfig
 from dataselect.embedding.config import EmbedConfig
 from dataselect.errors import UsageError
+from dataselect.io.lock import writing
 from dataselect.options import OptionError, StageConfig
 from dataselect.planning import DataShape, Plan, PlanRequest
 from dataselect.sampling.config import SampleConfig
@@ -159,11 +160,16 @@ def carry_refined_rounds(step: Step) -> None:
 
 
 def run_pipeline(config: dict[str, Any], quiet: bool = False) -> list[StageResult]:
-    """Run every stage in order under ``run_dir``; returns each stage's result."""
-    return [
-        step.spec.run(step.input, step.output, step.config, overwrite="stale", quiet=quiet)
-        for step in run_steps(config)
-    ]
+    """Run every stage in order under ``run_dir``; returns each stage's result. One run of a
+    run folder at a time: a second waits or is refused (``io/lock.py``)."""
+    steps = run_steps(config)
+    run_dir = Path(config["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with writing(run_dir):
+        return [
+            step.spec.run(step.input, step.output, step.config, overwrite="stale", quiet=quiet)
+            for step in steps
+        ]
 
 
 def plan_run(config: dict[str, Any]) -> list[Plan]:

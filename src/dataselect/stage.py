@@ -9,6 +9,8 @@ to be bad.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ from typing import Any
 from dataselect import __version__
 from dataselect.engine import current_engine, engine_for
 from dataselect.engine.base import SchedulingTraits, ShardStage, publish_in_order
+from dataselect.io.lock import reading
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset
+from dataselect.lineage import stage_folders_behind
 from dataselect.manifest import Manifest
 from dataselect.progress import Reporter
 
@@ -64,6 +68,15 @@ class StageResult:
             ),
             **self.manifest.outputs,
         }
+
+
+@contextmanager
+def reading_inputs(input: str | Path) -> Iterator[None]:
+    """A stage's hold on what it reads: a shared lock on each stage folder behind ``input``
+    (``input`` itself when it is one), so no run replaces them underneath it; a run that
+    wants to write one of them waits or is refused (``io/lock.py``)."""
+    with reading(stage_folders_behind(Path(input))):
+        yield
 
 
 def wanted_manifest(

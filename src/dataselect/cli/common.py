@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from dataselect.errors import DataselectError
+from dataselect.io.lock import waiting
 from dataselect.options import OptionSpec
 from dataselect.planning import PlanRequest
 from dataselect.registry import RegistryConfig
@@ -53,6 +54,16 @@ Debug = Annotated[
     typer.Option("--debug", help="Show the full traceback on errors.", rich_help_panel=RUN_PANEL),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+Wait = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        metavar="SECONDS",
+        help="When another run holds OUTPUT (or an input folder this one would replace), wait "
+        "up to SECONDS for it (inf: as long as it takes) instead of stopping with exit 2.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 EngineName = Annotated[
     str,
     typer.Option(
@@ -91,6 +102,7 @@ class RunOptions:
     quiet: bool = False
     json: bool = False
     debug: bool = False
+    wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ RUN_PARAMETERS = [
     _keyword("quiet", Quiet, False),
     _keyword("json_summary", JsonSummary, False),
     _keyword("debug", Debug, False),
+    _keyword("wait", Wait, 0.0),
 ]
 ENGINE_PARAMETERS = [
     _keyword("engine", EngineName, "local"),
@@ -154,7 +167,7 @@ def stage_command(
 
     def command(**given: Any) -> None:
         run = RunOptions(given["overwrite"], given["dry_run"], given["quiet"],
-                         given["json_summary"], given["debug"])  # fmt: skip
+                         given["json_summary"], given["debug"], given["wait"])  # fmt: skip
         engine = EngineOptions(given["engine"], given["ray_address"], given["workers"])
         values = {name: given[name] for name in names}
         run_or_plan(spec, given["input"], given["output"], values, run, engine)
@@ -188,7 +201,7 @@ def run_or_plan(
     def action() -> Any:
         from dataselect.engine import use_engine
 
-        with use_engine(engine.engine, engine.ray_address, engine.workers):
+        with use_engine(engine.engine, engine.ray_address, engine.workers), waiting(run.wait):
             config = spec.config(**values)
             if run.dry_run:
                 return spec.estimate(config, PlanRequest(input, output, run.overwrite))[0]

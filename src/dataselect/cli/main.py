@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +20,7 @@ from dataselect.cli.common import (
     Quiet,
     RayAddress,
     Seed,
+    Wait,
     Workers,
     emit_plans,
     emit_summary,
@@ -28,6 +29,7 @@ from dataselect.cli.common import (
     run_command,
     stage_command,
 )
+from dataselect.io.lock import waiting
 from dataselect.pipeline import SPECS
 from dataselect.sampling.registry import STRATEGIES
 from dataselect.scoring.registry import SCORERS
@@ -246,13 +248,16 @@ def refine(
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
+    wait: Wait = 0.0,
 ) -> None:
     """Run the next round of an iterative selection from your training job's feedback."""
     from dataselect.sampling.stage import refine as refine_stage
 
-    result = run_command(
-        debug, lambda: refine_stage(output, feedback, feedback_column, quiet=quiet)
-    )
+    def action() -> Any:
+        with waiting(wait):
+            return refine_stage(output, feedback, feedback_column, quiet=quiet)
+
+    result = run_command(debug, action)
     emit_summary(result.summary(), json_summary, quiet)
 
 
@@ -270,6 +275,7 @@ def run_config(
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
     debug: Debug = False,
+    wait: Wait = 0.0,
 ) -> None:
     """Run the whole pipeline from a config: embed -> cluster -> score (if any) -> sample."""
     from dataselect.pipeline import load_config, plan_run, run_pipeline, run_summary
@@ -281,7 +287,8 @@ def run_config(
         return emit_plans(plans, json_summary)
 
     def action() -> dict:
-        return run_summary(run_pipeline(load_config(config, set_), quiet=quiet))
+        with waiting(wait):
+            return run_summary(run_pipeline(load_config(config, set_), quiet=quiet))
 
     summary = run_command(debug, lambda: on_engine(engines, action))
     if json_summary:

@@ -32,7 +32,7 @@ from dataselect.errors import DataError, UsageError
 from dataselect.io.ids import id_type, resolve_id_column
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_stage_input
-from dataselect.stage import SchedulingTraits, StageResult, run_stage
+from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
 CENTROIDS = "centroids.npy"
 CLUSTERS = "clusters.parquet"
@@ -222,12 +222,13 @@ def cluster(
     """Cluster the vectors of ``input`` (an embed folder) into the stage folder ``output``."""
     config = config or ClusterConfig()
     config.check()
-    dataset = open_stage_input(input)
-    stage = ClusterStage(dataset, config)
-    return run_stage(
-        stage,
-        dataset,
-        output,
-        overwrite=overwrite,
-        quiet=quiet,
-    )
+    with reading_inputs(input):  # no run replaces what this one reads
+        dataset = open_stage_input(input)
+        stage = ClusterStage(dataset, config)
+        return run_stage(
+            stage,
+            dataset,
+            output,
+            overwrite=overwrite,
+            quiet=quiet,
+        )

@@ -20,7 +20,7 @@ from dataselect.io.sources import (
     InputShard,
     open_stage_input,
 )
-from dataselect.stage import PerRowStage, SchedulingTraits, StageResult, run_stage
+from dataselect.stage import PerRowStage, SchedulingTraits, StageResult, reading_inputs, run_stage
 
 READ_ROWS = 8192  # rows per read batch, per encode call and per output row group
 
@@ -132,13 +132,14 @@ def embed(
     """Embed every row of ``input`` into the stage folder ``output``; returns what it did."""
     config = config or EmbedConfig()
     config.check()
-    dataset = open_stage_input(input, shard_rows=config.shard_rows)
-    stage = EmbedStage(dataset, config)
-    return run_stage(
-        stage,
-        dataset,
-        output,
-        outputs={"dim": stage.dim},
-        overwrite=overwrite,
-        quiet=quiet,
-    )
+    with reading_inputs(input):  # no run replaces what this one reads
+        dataset = open_stage_input(input, shard_rows=config.shard_rows)
+        stage = EmbedStage(dataset, config)
+        return run_stage(
+            stage,
+            dataset,
+            output,
+            outputs={"dim": stage.dim},
+            overwrite=overwrite,
+            quiet=quiet,
+        )

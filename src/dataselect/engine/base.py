@@ -28,8 +28,10 @@ from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard
 from dataselect.progress import Reporter
 
-# Fault injection for the crash tests: SIGKILL this process after N shards were published.
+# Fault injection for the crash tests: SIGKILL this process after N shards were published;
+# for the overlap tests: SIGSTOP it there (a paused run, continued by the test with SIGCONT).
 CRASH_AFTER_ENV = "DATASELECT_TEST_CRASH_AFTER_SHARDS"
+PAUSE_AFTER_ENV = "DATASELECT_TEST_PAUSE_AFTER_SHARDS"
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,12 @@ def publish_in_order(
 
 
 def crash_point(written: int) -> None:
-    """The crash tests' fault injection: SIGKILL this process once ``written`` shards were
-    published in this run, if ``CRASH_AFTER_ENV`` asks for it."""
+    """The tests' fault injection: SIGKILL this process once ``written`` shards were
+    published in this run, if ``CRASH_AFTER_ENV`` asks for it; SIGSTOP it once, when
+    exactly that many were, if ``PAUSE_AFTER_ENV`` does."""
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
     if crash_after and written >= crash_after:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause_after = int(os.environ.get(PAUSE_AFTER_ENV, "0") or 0)
+    if pause_after and written == pause_after:
+        os.kill(os.getpid(), signal.SIGSTOP)

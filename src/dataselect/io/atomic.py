@@ -8,6 +8,7 @@ them and a rerun can sweep them away.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
@@ -55,8 +56,13 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
             tmp.unlink()
 
 
-def sweep_temporaries(folder: Path) -> None:
-    """Remove temporary files left by a crashed run."""
+def sweep_temporaries(folder: Path, names: list[str]) -> None:
+    """Remove the temporary files crashed runs left for the files ``names`` (call it only
+    holding the folder's lock: then no live run is writing them); nothing else, so a user's
+    own hidden files stay."""
+    pattern = re.compile(
+        r"\.(" + "|".join(re.escape(n) for n in names) + r")\.\d+" + re.escape(TMP_SUFFIX) + "$"
+    )
     for path in folder.glob(f".*{TMP_SUFFIX}"):
-        if path.is_file():
+        if path.is_file() and pattern.fullmatch(path.name):
             path.unlink(missing_ok=True)

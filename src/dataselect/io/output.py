@@ -17,11 +17,12 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dataselect.errors import DataError
+from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import (
     commit,
     fsync_dir,
@@ -30,6 +31,7 @@ from dataselect.io.atomic import (
     write_bytes_atomic,
 )
 from dataselect.io.folder_state import MARKER_DIR, FolderState, file_sha256, shard_name
+from dataselect.io.lock import writing
 from dataselect.manifest import MANIFEST_NAME, Manifest
 
 ASIDE_PREFIX = ".replaced-"  # an output being replaced (--overwrite), until the new one is done
@@ -64,25 +66,37 @@ class StageOutput:
         self._created_folder = False
         self._wrote_manifest = False
         self._set_aside: Path | None = None
+        self._lock = ExitStack()  # the folder's writer lock, held until finalize or rollback
         self.already_complete = False
 
     # -- setup -------------------------------------------------------------------------
     def prepare(self) -> dict[int, dict[str, Any]]:
-        """Check the folder, sweep leftovers, and return the shards already done."""
+        """Lock the folder, check it, sweep leftovers, and return the shards already done.
+        A refusal leaves the folder as it was (and removes it if this run made it)."""
         try:
             self._prepare()
         except OSError as exc:
+            self.rollback()
             raise DataError(f"{self.folder}: cannot write here ({exc.strerror or exc})") from exc
+        except BaseException:
+            self.rollback()
+            raise
         return self.done
 
     def _prepare(self) -> None:
-        state = FolderState.read(self.folder, self.manifest, self.overwrite, verify="checksum")
-        if state.action == "refuse":
-            raise state.refusal()
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UsageError(f"{self.folder}: exists and is not a folder")
         if not self.folder.exists():
             self.folder.mkdir(parents=True)
             self._created_folder = True
-        sweep_temporaries(self.folder)
+        self._lock.enter_context(writing(self.folder))  # one writer at a time (io/lock.py)
+        state = FolderState.read(self.folder, self.manifest, self.overwrite, verify="checksum")
+        if state.action == "refuse":
+            raise state.refusal()
+        own = [*(shard_name(i) for i in range(self.num_shards)), MANIFEST_NAME, *self.artifacts]
+        sweep_temporaries(self.folder, own)
+        sweep_temporaries(self.folder / MARKER_DIR, [f"part-{i:05d}.json" for i in
+                                                      range(self.num_shards)])  # fmt: skip
         self.done = dict(state.done)
         if self.overwrite is True or state.action == "replace":
             self._set_aside_own_files()
@@ -193,6 +207,7 @@ class StageOutput:
     def finalize(self, outputs: dict[str, Any] | None = None) -> Manifest:
         """Write the complete manifest (last), then drop the progress markers."""
         if self.already_complete:
+            self._lock.close()
             return self.manifest
         missing = [i for i in range(self.num_shards) if i not in self.done]
         if missing:
@@ -212,6 +227,7 @@ class StageOutput:
         for aside in self.folder.glob(f"{ASIDE_PREFIX}*"):  # the replaced output, now obsolete
             shutil.rmtree(aside, ignore_errors=True)
         self._set_aside = None
+        self._lock.close()
         return manifest
 
     def rollback(self) -> None:
@@ -222,5 +238,6 @@ class StageOutput:
             (self.folder / MANIFEST_NAME).unlink(missing_ok=True)
             shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
         self._restore_set_aside()
+        self._lock.close()
         if self._created_folder and self.folder.exists() and not any(self.folder.iterdir()):
             self.folder.rmdir()

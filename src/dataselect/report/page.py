@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from dataselect.errors import DataError
+from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
 from dataselect.report.collect import ReportData, collect
 from dataselect.report.plots import HEIGHT_PX, PLOTS, WIDTH_PX
@@ -33,8 +33,9 @@ def make_report(
     path: str | Path, output: str | Path | None = None, seed: int = 0
 ) -> dict[str, Any]:
     """Write the report of the selection in ``path`` (a sample or run folder); returns a summary."""
-    data = collect(path, seed=seed)
     target = Path(output) if output else Path(path) / REPORT_NAME
+    refuse_to_overwrite(target)
+    data = collect(path, seed=seed)
     images: dict[str, bytes] = {}
     for name, (_, plot) in PLOTS.items():
         png = plot(data)
@@ -54,6 +55,30 @@ def make_report(
         "selection": str(data.selection_folder),
         "rows_selected": int(data.selected.sum()),
     }
+
+
+def refuse_to_overwrite(target: Path) -> None:
+    """Write only where nothing is, or over a report this command wrote (and its plots):
+    never over a part file, an input or any other file of the user's."""
+    if target.is_dir():
+        raise UsageError(f"{target}: is a folder; give --output a file name, e.g. report.html")
+    if target.exists() and not _is_report(target):
+        raise UsageError(f"{target}: exists and is not a dataselect report; choose another "
+                         "--output")  # fmt: skip
+    plots = target.parent / PLOTS_FOLDER
+    ours = {f"{name}.png" for name in PLOTS}
+    if plots.exists() and (not plots.is_dir() or any(p.name not in ours for p in plots.iterdir())):
+        raise UsageError(f"{plots}: exists and holds files that are not this report's plots; "
+                         "choose another --output")  # fmt: skip
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"<!DOCTYPE html>") and b"<title>dataselect report: " in head
 
 
 def render(data: ReportData, images: dict[str, bytes]) -> str:

@@ -26,6 +26,7 @@ from dataselect.clustering.kmeans import SAMPLE_STREAM
 from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
 from dataselect.io.ids import batch_ids, derived_ids
+from dataselect.io.lock import writing
 from dataselect.io.output import StageOutput
 from dataselect.io.readahead import ordered_map
 from dataselect.io.sources import InputDataset, InputShard, open_input, open_stage_input
@@ -54,7 +55,7 @@ from dataselect.sampling.streaming import (
     checked_scores,
     select_streaming,
 )
-from dataselect.stage import SchedulingTraits, StageResult, run_stage
+from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
 DECISIONS = "decisions.parquet"
 SELECTION = "selection.json"
@@ -540,18 +541,19 @@ def sample(
     """Select ``config.budget`` rows of a cluster folder into the dataset folder ``output``."""
     config = config or SampleConfig()
     config.check()
-    dataset = open_stage_input(input)
-    if dataset.manifest is None:
-        raise DataError(f"{input}: give a cluster stage folder (it has no {MANIFEST_NAME})")
-    stage = SampleStage(dataset, config)
-    return run_stage(
-        stage,
-        stage.lineage.source,
-        output,
-        overwrite=overwrite,
-        quiet=quiet,
-        identity_input=dataset,
-    )
+    with reading_inputs(input):  # no run replaces what this one reads
+        dataset = open_stage_input(input)
+        if dataset.manifest is None:
+            raise DataError(f"{input}: give a cluster stage folder (it has no {MANIFEST_NAME})")
+        stage = SampleStage(dataset, config)
+        return run_stage(
+            stage,
+            stage.lineage.source,
+            output,
+            overwrite=overwrite,
+            quiet=quiet,
+            identity_input=dataset,
+        )
 
 
 def refine(
@@ -568,37 +570,42 @@ def refine(
     round again is a no-op; after a crash it finishes that round.
     """
     folder = Path(output)
-    manifest = read_manifest(folder)
-    if manifest.stage != "sample" or not IterativeStrategy.matches(
-        str(manifest.params.get("strategy"))
-    ):
-        raise UsageError(
-            f"{folder}: not an iterative selection (make one with "
-            "`dataselect sample --strategy iterative`)"
-        )
-    config = config_from_params(manifest.params)
-    options = config.options
-    if options["feedback"] == "probe":
-        raise UsageError(f"{folder}: runs all its rounds itself (--feedback probe)")
-    input_path = manifest.input["path"]
-    dataset = open_stage_input(input_path)
-    data = normalised_feedback(feedback, feedback_column, dataset.schema.field("id").type)
-    new = digest(data)
-    digests = options["feedback_digests"]
-    if digests and new == digests[-1]:  # already applied: nothing to do, or finish a crash
-        return sample(input_path, folder, config, quiet=quiet)
-    if not manifest.complete:
-        again = "`dataselect refine` with its feedback" if digests else "`dataselect sample`"
-        raise UsageError(f"{folder}: its last round did not finish; rerun {again} first")
-    finished = len(digests) + 1
-    if finished >= options["rounds"]:
-        raise UsageError(f"{folder}: all {options['rounds']} rounds are done; nothing to refine")
-    _check_feedback_ids(folder, data, feedback)
-    path = feedback_path(folder, finished)
-    path.parent.mkdir(exist_ok=True)
-    write_bytes_atomic(path, data)
-    options["feedback_digests"] = (*digests, new)
-    return sample(input_path, folder, config, overwrite="stale", quiet=quiet)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such selection folder")
+    with writing(folder):  # one refine (or sample) at a time: no round is lost
+        manifest = read_manifest(folder)
+        if manifest.stage != "sample" or not IterativeStrategy.matches(
+            str(manifest.params.get("strategy"))
+        ):
+            raise UsageError(
+                f"{folder}: not an iterative selection (make one with "
+                "`dataselect sample --strategy iterative`)"
+            )
+        config = config_from_params(manifest.params)
+        options = config.options
+        if options["feedback"] == "probe":
+            raise UsageError(f"{folder}: runs all its rounds itself (--feedback probe)")
+        input_path = manifest.input["path"]
+        dataset = open_stage_input(input_path)
+        data = normalised_feedback(feedback, feedback_column, dataset.schema.field("id").type)
+        new = digest(data)
+        digests = options["feedback_digests"]
+        if digests and new == digests[-1]:  # already applied: nothing to do, or finish a crash
+            return sample(input_path, folder, config, quiet=quiet)
+        if not manifest.complete:
+            again = "`dataselect refine` with its feedback" if digests else "`dataselect sample`"
+            raise UsageError(f"{folder}: its last round did not finish; rerun {again} first")
+        finished = len(digests) + 1
+        if finished >= options["rounds"]:
+            raise UsageError(
+                f"{folder}: all {options['rounds']} rounds are done; nothing to refine"
+            )
+        _check_feedback_ids(folder, data, feedback)
+        path = feedback_path(folder, finished)
+        path.parent.mkdir(exist_ok=True)
+        write_bytes_atomic(path, data)
+        options["feedback_digests"] = (*digests, new)
+        return sample(input_path, folder, config, overwrite="stale", quiet=quiet)
 
 
 def _check_feedback_ids(folder: Path, data: bytes, feedback: str | Path) -> None:

@@ -23,7 +23,7 @@ from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_stage_input
 from dataselect.scoring.config import ScoreConfig
 from dataselect.scoring.rows import RowReader
-from dataselect.stage import SchedulingTraits, StageResult, run_stage
+from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
 CARRIED = ("cluster", "distance")  # input columns the samplers need, kept as they are
 READ_ROWS = 8192
@@ -141,6 +141,7 @@ def score(
     """Score every row of ``input`` (raw data or any stage folder) into ``output``."""
     config = config or ScoreConfig()
     config.check()
-    dataset = open_stage_input(input, shard_rows=config.shard_rows)
-    stage = ScoreStage(dataset, config)
-    return run_stage(stage, dataset, output, overwrite=overwrite, quiet=quiet)
+    with reading_inputs(input):  # no run replaces what this one reads
+        dataset = open_stage_input(input, shard_rows=config.shard_rows)
+        stage = ScoreStage(dataset, config)
+        return run_stage(stage, dataset, output, overwrite=overwrite, quiet=quiet)
