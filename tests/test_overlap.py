@@ -138,3 +138,21 @@ def test_refine_and_run_take_the_same_locks(corpus: Path, tmp_path: Path) -> Non
     assert busy.returncode == 2 and "another run uses this folder" in busy.stderr, busy.stderr
     assert run_process("run", config).returncode == 0
     assert not (tmp_path / "run" / HOLDER).exists()
+
+
+def test_sigterm_is_handled_like_ctrl_c(corpus: Path, tmp_path: Path) -> None:
+    """One line, exit 143, no hidden file left (temporary files, the lock's holder file);
+    the finished shard stays and the rerun completes with the uninterrupted bytes."""
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    assert run_process("embed", corpus, reference, *EMBED).returncode == 0
+    run = start("embed", corpus, out, *EMBED, "-q", env={PAUSE_AFTER_ENV: "1"})
+    stopped(run)
+    run.send_signal(signal.SIGTERM)
+    run.send_signal(signal.SIGCONT)
+    assert run.wait(60) == 143
+    assert run.stderr is not None
+    assert run.stderr.read().strip() == "dataselect: terminated; rerun the same command to resume"
+    assert hidden(out) == [] and len(list(out.glob("part-*.parquet"))) == 1
+    again = run_process("embed", corpus, out, *EMBED, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["shards_skipped"] == 1
+    assert shard_bytes(out) == shard_bytes(reference)

@@ -380,3 +380,16 @@ def test_eval_reproduces_the_selection_quality_benchmark(tmp_path: Path) -> None
     assert mine == pytest.approx(kmc, abs=0.01)
     assert report["selections"][0]["random_accuracy"] == pytest.approx(random, abs=0.01)
     assert report["all_of_train"] == pytest.approx(everything, abs=0.005)
+
+
+def test_inspect_exit_codes_tell_scripts_the_state(tmp_path: Path, cli) -> None:
+    """0 complete, 3 incomplete (interrupted or running), 1 damaged."""
+    corpus = planted_corpus(tmp_path / "corpus")
+    embed = tmp_path / "embed"
+    args = ("embed", corpus, embed, "--vector-column", "embedding", "-q")
+    assert run_process(*args, env={CRASH_AFTER_ENV: "1"}).returncode != 0
+    assert cli("inspect", embed).exit_code == 3
+    assert cli("embed", corpus, embed, "--vector-column", "embedding", "-q").exit_code == 0
+    assert cli("inspect", embed).exit_code == 0
+    (embed / "part-00001.parquet").unlink()
+    assert cli("inspect", embed).exit_code == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -55,9 +57,34 @@ def test_run_chains_the_stages_and_skips_valid_ones(cli, tmp_path: Path) -> None
 
 
 def test_human_summary_line(cli, tmp_path: Path) -> None:
-    result = cli("run", write_config(tmp_path), "-q")
-    assert result.exit_code == 0
-    assert result.stdout.startswith("rows in 180, clusters 6, rows selected 12, coverage 1.0")
+    """On stderr, as every command's (stdout is for --json); none with --quiet."""
+    result = cli("run", write_config(tmp_path))
+    assert result.exit_code == 0 and result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("rows in 180, clusters 6, rows selected 12, coverage 1.0")
+    assert cli("run", write_config(tmp_path), "-q").stderr == ""
+
+
+def test_relative_paths_in_a_config_are_relative_to_its_folder(tmp_path: Path) -> None:
+    """Cron runs from $HOME: a config's relative input, run_dir and path options must not
+    depend on the current folder. A --set value is relative to the current folder."""
+    from conftest import run_process
+
+    project = tmp_path / "project"
+    write_parquet_folder(project / "data", shards=2, rows=40)
+    (project / "config.yaml").write_text(yaml.safe_dump({
+        "input": "data", "run_dir": "runs/a", "embed": {"embedder": "hashing", "dim": 16},
+        "cluster": {"k": 3}, "sample": {"budget": 6},
+    }))  # fmt: skip
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-m", "dataselect", "run", "../project/config.yaml",
+                           "-q"], cwd=elsewhere, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (project / "runs" / "a" / "sample" / "_manifest.json").exists()
+    assert not (elsewhere / "runs").exists()
+    again = run_process("run", project / "config.yaml", "--set", f"run_dir={tmp_path / 'b'}", "-q")
+    assert again.returncode == 0 and (tmp_path / "b" / "sample" / "_manifest.json").exists()
 
 
 def test_config_errors(cli, tmp_path: Path) -> None:

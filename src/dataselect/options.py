@@ -40,6 +40,7 @@ class Option:
     cli_type: Any = None  # what the command line reads [default: the field's type]
     cli: bool = True  # False: set by dataselect itself or only from the API / YAML
     required: bool = False  # the command line asks for it (the API and YAML default it)
+    path: bool = False  # a file or folder: in a run config, relative to the config's folder
 
 
 def option(
@@ -51,9 +52,10 @@ def option(
     cli_type: Any = None,
     cli: bool = True,
     required: bool = False,
+    path: bool = False,
 ) -> Any:
     """A config field that is a user option (see ``Option``)."""
-    meta = {"option": Option(help, flags, parse, cli_type, cli, required)}
+    meta = {"option": Option(help, flags, parse, cli_type, cli, required, path)}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

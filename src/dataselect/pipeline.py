@@ -87,6 +87,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
         raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
     if not isinstance(config, dict):
         raise UsageError(f"{path}: the config must be a mapping")
+    resolve_paths(config, Path(path).parent)
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -105,6 +106,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     if unknown:
         raise UsageError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
     return config
+
+
+def resolve_paths(config: dict[str, Any], base: Path) -> None:
+    """Relative paths in a config file are relative to the file's folder, not to wherever
+    the command runs from (cron runs from $HOME): ``input``, ``run_dir`` and every option
+    declared a path. (A --set value is taken as given: relative to the current folder.)"""
+
+    def resolved(value: Any) -> Any:
+        if isinstance(value, str) and value and "://" not in value:
+            return str(base / value) if not Path(value).is_absolute() else value
+        return value
+
+    for key in ("input", "run_dir"):
+        config[key] = resolved(config.get(key))
+    for name, cls in STAGES.items():
+        section = config.get(name)
+        if not isinstance(section, dict):
+            continue
+        for spec in cls.option_specs():
+            if spec.meta.path and spec.name in section:
+                section[spec.name] = resolved(section[spec.name])
 
 
 def stage_config(name: str, values: dict[str, Any] | None) -> Any:

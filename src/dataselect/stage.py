@@ -166,6 +166,9 @@ def run_stage(
     except Exception:
         folder.rollback()
         raise
+    except BaseException:  # Ctrl-C, SIGTERM: keep what is finished, release the folder
+        folder.release()
+        raise
     return StageResult(
         stage=stage.name,
         output=Path(output),

@@ -239,6 +239,16 @@ def emit_plans(plans: list[Any], as_json: bool) -> None:
         )
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the run is (as Ctrl-C raises KeyboardInterrupt), so that its
+    rollback and cleanup run: the temporary files of this run are removed; finished shards
+    stay for the rerun."""
+
+
+def terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def fail(message: str, code: int) -> typer.Exit:
     print(f"dataselect: error: {message}", file=sys.stderr, flush=True)
     return typer.Exit(code)
@@ -255,6 +265,9 @@ def run_command(debug: bool, action: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         print("dataselect: interrupted; rerun the same command to resume", file=sys.stderr)
         raise typer.Exit(130) from None
+    except Terminated:
+        print("dataselect: terminated; rerun the same command to resume", file=sys.stderr)
+        raise typer.Exit(143) from None
     except MemoryError:
         if debug:
             raise

@@ -4,6 +4,7 @@ their own options and --help paragraphs from their registries."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from dataselect.cli.common import (
     on_engine,
     run_command,
     stage_command,
+    terminate,
 )
 from dataselect.io.lock import waiting
 from dataselect.pipeline import SPECS
@@ -65,6 +67,7 @@ def _root(
 
 
 STAGE_PANELS = ("Stage options", "Stage options")
+INCOMPLETE_EXIT = 3  # `inspect`: a folder a run has not finished (scripts can tell)
 
 EMBED_EPILOG = (
     "[bold]Examples[/bold]\n\n"
@@ -229,7 +232,8 @@ INSPECT_EPILOG = (
     "Reads the manifest, the progress markers of an interrupted run and the Parquet "
     "footers: the stage, its parameters and input, complete or how many shards are done, "
     "rows, bytes, columns, side files and summary facts. Exit 1 when a shard is missing or "
-    "damaged."
+    "damaged, 3 when a stage is incomplete (interrupted, or still running), 0 when all is "
+    "complete."
 )
 
 
@@ -293,12 +297,13 @@ def run_config(
     summary = run_command(debug, lambda: on_engine(engines, action))
     if json_summary:
         emit_summary(summary, True, quiet)
-    else:
+    elif not quiet:  # on stderr, as every command's: stdout is for --json
         print(
             f"rows in {summary['rows_in']:,}, clusters {summary['clusters']}, rows selected "
             f"{summary['rows_selected']:,}, coverage {summary['cluster_coverage']}, "
             f"Vendi q1 selected {summary['vendi_selected']['q1']} "
-            f"(corpus {summary['vendi_corpus']['q1']}) -> {summary['selection']}"
+            f"(corpus {summary['vendi_corpus']['q1']}) -> {summary['selection']}",
+            file=sys.stderr,
         )
 
 
@@ -371,6 +376,8 @@ def inspect(
     stages = info["stages"] if info["kind"] == "run" else [info]
     if any(stage["problems"] for stage in stages):
         raise typer.Exit(1)
+    if not all(stage["complete"] for stage in stages):
+        raise typer.Exit(INCOMPLETE_EXIT)
 
 
 @app.command(epilog=EXAMPLE_EPILOG)
@@ -395,4 +402,5 @@ def example(
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, terminate)  # like Ctrl-C: exit 143, this run's temp files gone
     app()

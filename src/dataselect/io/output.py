@@ -230,6 +230,11 @@ class StageOutput:
         self._lock.close()
         return manifest
 
+    def release(self) -> None:
+        """Let go of the folder without undoing anything (Ctrl-C, SIGTERM: finished shards
+        stay for the rerun)."""
+        self._lock.close()
+
     def rollback(self) -> None:
         """Undo this invocation's writes after an error (a crash keeps them for resume)."""
         for path in reversed(self._written):

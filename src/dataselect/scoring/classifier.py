@@ -44,9 +44,9 @@ def features(texts: list[str]) -> sp.csr_matrix:
 
 @dataclass(frozen=True)
 class ClassifierOptions:
-    positives: str | None = option(None, "classifier: good examples.")
-    negatives: str | None = option(None, "classifier: bad examples.")
-    model: str | None = option(None, "classifier: reuse a fitted classifier.npz.")
+    positives: str | None = option(None, "classifier: good examples.", path=True)
+    negatives: str | None = option(None, "classifier: bad examples.", path=True)
+    model: str | None = option(None, "classifier: reuse a fitted classifier.npz.", path=True)
     reference_text_column: str | None = reference_text_option()
     classifier_c: float = option(
         1.0, "classifier: inverse L2 strength of the logistic regression.", cli=False,

@@ -42,7 +42,7 @@ ARTIFACT = "dsir.npz"
 
 @dataclass(frozen=True)
 class DsirOptions:
-    target: str | None = option(None, "dsir: corpus of the wanted text.")
+    target: str | None = option(None, "dsir: corpus of the wanted text.", path=True)
     reference_text_column: str | None = reference_text_option()
 
 

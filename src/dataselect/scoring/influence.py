@@ -58,7 +58,7 @@ ARTIFACT = "influence.npz"
 
 @dataclass(frozen=True)
 class InfluenceOptions:
-    reference: str | None = option(None, "influence: embed folder of the reference set.")
+    reference: str | None = option(None, "influence: embed folder of the reference set.", path=True)
     l2: float = l2_option()
 
 
