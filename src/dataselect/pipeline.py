@@ -11,6 +11,7 @@ after it). Values are overridden from the command line with --set stage.option=v
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,7 @@ def resolve_paths(config: dict[str, Any], base: Path) -> None:
 
     def resolved(value: Any) -> Any:
         if isinstance(value, str) and value and "://" not in value:
-            return str(base / value) if not Path(value).is_absolute() else value
+            return value if Path(value).is_absolute() else os.path.normpath(base / value)
         return value
 
     for key in ("input", "run_dir"):
