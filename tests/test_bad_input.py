@@ -297,3 +297,23 @@ def test_a_cycle_of_manifests_is_refused_not_followed_for_ever(cli, corpus, tmp_
     extra = ("--scorer", "heuristic") if stage == "score" else ()
     result = cli(stage, clusters, tmp_path / "out", *extra, "-q")
     assert_clean_failure(result, 1, "form a cycle", output=tmp_path / "out")
+
+
+def test_a_missing_side_input_or_a_broken_template_is_one_line(cli, corpus, tmp_path) -> None:
+    """--target, --reference, --positives naming nothing, and a template with a lone brace:
+    one line with its code (they were internal errors)."""
+    assert hashing(cli, corpus, tmp_path / "embed", "--dim", "16").exit_code == 0
+    assert cli("cluster", tmp_path / "embed", tmp_path / "cl", "--k", 3, "-q").exit_code == 0
+    nothing = tmp_path / "nothing.parquet"
+    cases = [
+        ("--scorer", "dsir", "--target", nothing),
+        ("--scorer", "influence", "--reference", nothing),
+        ("--scorer", "classifier", "--positives", nothing, "--negatives", nothing),
+    ]
+    for args in cases:
+        result = cli("score", tmp_path / "cl", tmp_path / "out", *args, "-q")
+        assert_clean_failure(
+            result, 1, f"{nothing}: no such file or folder", output=tmp_path / "out"
+        )
+    result = hashing(cli, corpus, tmp_path / "out", "--template", "{")
+    assert_clean_failure(result, 2, "--template is not a valid template", output=tmp_path / "out")

@@ -128,3 +128,47 @@ def test_rerunning_a_pipeline_keeps_the_refined_rounds(cli, tmp_path: Path) -> N
     # other settings start the rounds again
     changed = run_json(cli, config, "--set", "sample.rounds=2")
     assert changed["rows_selected"] == 15
+
+
+WRONG_VALUES = [
+    ("cluster", "k", "a thousand"),
+    ("cluster", "k", True),
+    ("cluster", "k", 0),
+    ("cluster", "niter", "twenty"),
+    ("cluster", "k_grid", "eight"),
+    ("cluster", "max_points_per_centroid", 1.5),
+    ("cluster", "metric", "manhattan"),
+    ("embed", "dim", "large"),
+    ("embed", "seed", "seven"),
+    ("embed", "shard_rows", -5),
+    ("embed", "batch_size", [64]),
+    ("embed", "template", 42),
+    ("embed", "device", "tpu"),
+    ("sample", "temperature", float("nan")),
+    ("sample", "temperature", float("inf")),
+    ("sample", "temperature", "hot"),
+    ("sample", "budget", True),
+    ("sample", "budget_tokens", "many"),
+    ("sample", "rounds", 0),
+    ("sample", "allocation", "fair"),
+    ("score", "scorers", 3),
+    ("score", "l2", "tiny"),
+    ("score", "folds", 1),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), WRONG_VALUES)
+def test_a_wrong_value_in_a_run_config_is_refused_before_any_stage(
+    cli, tmp_path: Path, section: str, key: str, value: object
+) -> None:
+    """Every key typed and checked up front: exit 2, one line naming section.key, nothing
+    run (the run folder is not even made)."""
+    config = write_config(tmp_path, score={"scorers": ["heuristic"]})
+    loaded = yaml.safe_load(config.read_text())
+    loaded[section][key] = value
+    config.write_text(yaml.safe_dump(loaded))
+    result = cli("run", config)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert f"{section}.{key}" in lines[0], lines[0]
+    assert not (tmp_path / "run").exists()

@@ -80,4 +80,11 @@ def parse_template(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise UsageError(f"must be text, not {value!r}")
-    return unescape_template(value)
+    template = unescape_template(value)
+    try:
+        list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise UsageError(
+            f"is not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+        ) from None
+    return template

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pyarrow as pa
 
+from dataselect.errors import DataError
 from dataselect.io.output import StageOutput
 from dataselect.options import NoOptions, at_least, option, positive_number
 from dataselect.scoring.rows import RowReader, Rows
@@ -150,6 +151,8 @@ def reference_text_option() -> Any:
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file, or of a folder's files (names and bytes), for resume identity."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
