@@ -62,9 +62,6 @@ class Registry(Generic[E]):
         names = [spec.name for spec in option_specs(entry.Options)]
         return entry.Options(**{name: values[name] for name in names if name in values})
 
-    def defaults(self) -> dict[str, Any]:
-        return {name: spec.default for name, spec in self.options.items()}
-
 
 @dataclass(init=False)
 class RegistryConfig(StageConfig):

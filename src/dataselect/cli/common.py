@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,7 @@ def option_parameter(spec: OptionSpec, panel: str) -> inspect.Parameter:
     """A config option as a command-line option: its flags, help, type and default."""
     kind = spec.meta.cli_type or spec.type
     default = spec.default
-    if str(kind).startswith("tuple"):  # repeatable: --scorer a --scorer b
+    if typing.get_origin(kind) is tuple:  # repeatable: --scorer a --scorer b
         kind, default = list[str], list(default)
     elif isinstance(default, tuple):  # given as one text, e.g. --k-grid 8,16,32
         default = ",".join(map(str, default))
@@ -199,15 +200,13 @@ def run_or_plan(
     run the stage, or, with --dry-run, print its plan, on the chosen engine."""
 
     def action() -> Any:
-        from dataselect.engine import use_engine
-
-        with use_engine(engine.engine, engine.ray_address, engine.workers), waiting(run.wait):
+        with waiting(run.wait):
             config = spec.config(**values)
             if run.dry_run:
                 return spec.estimate(config, PlanRequest(input, output, run.overwrite))[0]
             return spec.run(input, output, config, overwrite=run.overwrite, quiet=run.quiet)
 
-    result = run_command(run.debug, action)
+    result = run_command(run.debug, lambda: on_engine(engine, action))
     if run.dry_run:
         emit_plans([result], run.json)
     else:

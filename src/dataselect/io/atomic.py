@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from fnmatch import fnmatch
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+TEMPORARY = re.compile(r"\.(.+)\.\d+" + re.escape(TMP_SUFFIX))  # .NAME.PID.tmp -> NAME
 
 
 def temporary_path(final: Path) -> Path:
@@ -57,12 +59,10 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
 
 
 def sweep_temporaries(folder: Path, names: list[str]) -> None:
-    """Remove the temporary files crashed runs left for the files ``names`` (call it only
-    holding the folder's lock: then no live run is writing them); nothing else, so a user's
-    own hidden files stay."""
-    pattern = re.compile(
-        r"\.(" + "|".join(re.escape(n) for n in names) + r")\.\d+" + re.escape(TMP_SUFFIX) + "$"
-    )
+    """Remove the temporary files crashed runs left for files named like ``names`` (glob
+    patterns; call it only holding the folder's lock: then no live run is writing them), and
+    nothing else, so a user's own hidden files stay."""
     for path in folder.glob(f".*{TMP_SUFFIX}"):
-        if path.is_file() and pattern.fullmatch(path.name):
+        ours = TEMPORARY.fullmatch(path.name)
+        if ours and path.is_file() and any(fnmatch(ours.group(1), name) for name in names):
             path.unlink(missing_ok=True)

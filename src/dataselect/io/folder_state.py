@@ -37,6 +37,11 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
+def marker_name(index: int) -> str:
+    """The progress marker of shard ``index`` in ``MARKER_DIR``."""
+    return f"part-{index:05d}.json"
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

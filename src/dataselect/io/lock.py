@@ -142,11 +142,14 @@ def _busy(folder: Path, exclusive: bool) -> UsageError:
 
 
 def _who(folder: Path) -> str:
-    """The writer named in the folder's holder file (or: a reader, who leaves no name)."""
+    """The writer named in the folder's holder file, when it is alive (else: a reader, who
+    leaves no name; a killed writer's leftover names a dead process)."""
     try:
         holder = json.loads((folder / HOLDER).read_text())
-        return f"pid {int(holder['pid'])}: {holder['command']}"
-    except (OSError, ValueError, KeyError, TypeError):
+        pid = int(holder["pid"])
+        os.kill(pid, 0)
+        return f"pid {pid}: {holder['command']}"
+    except (OSError, ValueError, KeyError, TypeError):  # ProcessLookupError: a dead writer
         return "a run reading it"
 
 

@@ -30,7 +30,13 @@ from dataselect.io.atomic import (
     temporary_path,
     write_bytes_atomic,
 )
-from dataselect.io.folder_state import MARKER_DIR, FolderState, file_sha256, shard_name
+from dataselect.io.folder_state import (
+    MARKER_DIR,
+    FolderState,
+    file_sha256,
+    marker_name,
+    shard_name,
+)
 from dataselect.io.lock import writing
 from dataselect.manifest import MANIFEST_NAME, Manifest
 
@@ -93,10 +99,8 @@ class StageOutput:
         state = FolderState.read(self.folder, self.manifest, self.overwrite, verify="checksum")
         if state.action == "refuse":
             raise state.refusal()
-        own = [*(shard_name(i) for i in range(self.num_shards)), MANIFEST_NAME, *self.artifacts]
-        sweep_temporaries(self.folder, own)
-        sweep_temporaries(self.folder / MARKER_DIR, [f"part-{i:05d}.json" for i in
-                                                      range(self.num_shards)])  # fmt: skip
+        sweep_temporaries(self.folder, ["part-?????.parquet", MANIFEST_NAME, *self.artifacts])
+        sweep_temporaries(self.folder / MARKER_DIR, ["part-?????.json"])
         self.done = dict(state.done)
         if self.overwrite is True or state.action == "replace":
             self._set_aside_own_files()
@@ -199,7 +203,7 @@ class StageOutput:
     def _write_marker(self, record: dict[str, Any]) -> Path:
         markers = self.folder / MARKER_DIR
         markers.mkdir(exist_ok=True)
-        marker = markers / f"part-{int(record['index']):05d}.json"
+        marker = markers / marker_name(int(record["index"]))
         write_bytes_atomic(marker, json.dumps(record, sort_keys=True).encode())
         return marker
 

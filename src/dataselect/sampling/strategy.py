@@ -70,10 +70,6 @@ class Strategy:
     def matches(cls, name: str) -> bool:
         return name in cls.names
 
-    @property
-    def name(self) -> str:
-        return self.names[0]
-
     @classmethod
     def check(cls, options: Any, config: Any) -> None:
         """Refuse options (or combinations with the sample config) it cannot run with."""

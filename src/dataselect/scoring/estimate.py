@@ -22,6 +22,7 @@ from dataselect.planning import (
     rows_to_process,
     written_shape,
 )
+from dataselect.scoring.scorer import Scorer
 from dataselect.scoring.stage import READ_ROWS, ScoreConfig, ScoreStage
 from dataselect.stage import stage_manifest
 
@@ -38,6 +39,7 @@ def estimate_score(config: ScoreConfig, request: PlanRequest) -> tuple[Plan, Dat
     startup = request.startup_seconds()
     chosen = config.chosen()
     per_row = 0.0
+    stage: ScoreStage | None = None
     if request.input_exists:
         dataset = open_stage_input(request.input, shard_rows=config.shard_rows)
         stage = ScoreStage(dataset, config)
@@ -49,42 +51,24 @@ def estimate_score(config: ScoreConfig, request: PlanRequest) -> tuple[Plan, Dat
             shape.dim = None
         state = folder_state(request.output, stage_manifest(stage, dataset), request.overwrite)
         action = state.describe()
-        timed = [
-            scorer
-            for (entry, _), scorer in zip(chosen, stage.scorers, strict=True)
-            if entry.cost(config.options_for(entry), shape.rows).timed
-        ]
-
-        def probe(limit: int) -> int:  # read and score the first rows of the input
-            done = 0
-            for rows in stage.reader.shard_rows(0, stage.fields, stage.raw_columns, 4096):
-                for scorer in timed:
-                    scorer.score(rows)
-                done += len(rows)
-                if done >= limit:
-                    break
-            return done
-
-        probe(16)  # warm-up: first calls load code
-        started = time.perf_counter()
-        probed = probe(PROBE_LIMIT)
-        per_row = (time.perf_counter() - started) / max(probed, 1)
-        base = max(base, current_rss_mb())  # the libraries the scorers loaded
         columns_out = len(stage.schema)
     else:
         assert request.predicted is not None
         shape, state = request.predicted, None
         action = f"run all {shape.shards} shards (after the stage before it)"
         columns_out = 3 + len(config.scorers)
-    costs = [(entry, names, entry.cost(config.options_for(entry), shape.rows))
-             for entry, names in chosen]  # fmt: skip
-    untimed = [name for _, names, cost in costs if not cost.timed for name in names]
-    notes = [f"not timed: the fits of {', '.join(untimed)} and their per-row scoring"] * bool(
-        untimed
-    )
+    costs = [entry.cost(config.options_for(entry), shape.rows) for entry, _ in chosen]
+    if stage is not None:  # time the scorers without a fit on the input's first rows
+        timed = [s for s, cost in zip(stage.scorers, costs, strict=True) if cost.timed]
+        per_row = seconds_per_row(stage, timed)
+        base = max(base, current_rss_mb())  # the libraries the scorers loaded
+    untimed = [name for (_, names), cost in zip(chosen, costs, strict=True) if not cost.timed
+               for name in names]  # fmt: skip
+    notes = [f"not timed: the fits of {', '.join(untimed)} and their per-row scoring"]
+    notes = notes if untimed else []
     todo = rows_to_process(state, shape)
-    fit_rows = max([cost.training_rows for _, _, cost in costs], default=0)
-    vectors_read = any(entry.traits.reads_embeddings for entry, _, _ in costs)
+    fit_rows = max([cost.training_rows for cost in costs], default=0)
+    vectors_read = any(entry.traits.reads_embeddings for entry, _ in chosen)
     vector_bytes = (shape.dim or 0) * 4 if vectors_read else 0
     memory = (
         base * MB
@@ -112,3 +96,23 @@ def estimate_score(config: ScoreConfig, request: PlanRequest) -> tuple[Plan, Dat
         notes=notes,
     )
     return plan, out_shape
+
+
+def seconds_per_row(stage: ScoreStage, scorers: list[Scorer]) -> float:
+    """``scorers`` timed on the input's first rows (after a warm-up: first calls load code),
+    reading included."""
+
+    def probe(limit: int) -> int:
+        done = 0
+        for rows in stage.reader.shard_rows(0, stage.fields, stage.raw_columns, 4096):
+            for scorer in scorers:
+                scorer.score(rows)
+            done += len(rows)
+            if done >= limit:
+                break
+        return done
+
+    probe(16)
+    started = time.perf_counter()
+    probed = probe(PROBE_LIMIT)
+    return (time.perf_counter() - started) / max(probed, 1)
