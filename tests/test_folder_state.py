@@ -118,6 +118,18 @@ def test_folder_state_actions(tmp_path: Path) -> None:
     assert "malformed" in state.problems[0]
 
 
+def test_a_marker_naming_another_shard_is_not_believed(tmp_path: Path) -> None:
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=3, rows=40)
+    out = tmp_path / "out"
+    crashed = run_process("embed", corpus, out, *EMBED, "--workers", "1",
+                          env={CRASH_AFTER_ENV: "1"})  # fmt: skip
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    marker = out / MARKER_DIR / "part-00000.json"
+    marker.rename(out / MARKER_DIR / "part-00002.json")  # says shard 0, is named for shard 2
+    state = FolderState.read(out)
+    assert state.done == {} and "malformed" in state.problems[0], state.problems
+
+
 def test_a_stage_reading_a_folder_with_a_missing_part_refuses_it(cli, tmp_path: Path) -> None:
     """The next stage reads its input folder through the same view: a missing part is one
     error line naming it, not a traceback."""

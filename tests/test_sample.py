@@ -206,6 +206,8 @@ def test_bad_inputs(clustered: Path, tmp_path: Path, cli) -> None:
 
 
 def test_nan_scores_are_refused(clustered: Path, tmp_path: Path) -> None:
+    from dataselect.io.checksums import file_sha256
+
     scored = tmp_path / "scored"
     scored.mkdir()
     manifest = json.loads((clustered / "_manifest.json").read_text())
@@ -213,7 +215,10 @@ def test_nan_scores_are_refused(clustered: Path, tmp_path: Path) -> None:
         table = pq.read_table(clustered / record["file"])
         score = np.linspace(0, 1, table.num_rows)
         score[-1] = np.nan
-        pq.write_table(table.append_column("score_x", pa.array(score)), scored / record["file"])
+        part = scored / record["file"]
+        pq.write_table(table.append_column("score_x", pa.array(score)), part)
+        record.update(bytes=part.stat().st_size, sha256=file_sha256(part))
+    manifest["artifacts"] = {}  # a hand-made folder: its parts only
     (scored / "_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="'score_x' has a NaN"):
         sample(

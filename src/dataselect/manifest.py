@@ -30,6 +30,8 @@ class Manifest:
     complete: bool = False
     rows: int = 0
     outputs: dict[str, Any] = field(default_factory=dict)
+    # files beside the shards (centroids, models, tables): name -> {file, bytes, sha256}
+    artifacts: dict[str, Any] = field(default_factory=dict)
     started: str = ""
     finished: str = ""
     seconds: float = 0.0
@@ -51,16 +53,46 @@ class Manifest:
         write_bytes_atomic(folder / MANIFEST_NAME, self.to_json())
 
 
+# the type each field must have (a hand-edited or foreign manifest is refused, not trusted)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "stage": str,
+    "version": str,
+    "params": dict,
+    "input": dict,
+    "shards": list,
+    "shards_total": int,
+    "complete": bool,
+    "rows": int,
+    "outputs": dict,
+    "artifacts": dict,
+    "started": str,
+    "finished": str,
+    "seconds": (int, float),
+    "format_version": int,
+}
+
+
 def read_manifest(folder: str | Path) -> Manifest:
     path = Path(folder) / MANIFEST_NAME
     try:
         data = json.loads(path.read_text())
-        known = {name for name in Manifest.__dataclass_fields__}
-        return Manifest(**{key: value for key, value in data.items() if key in known})
     except FileNotFoundError as exc:
         raise DataError(f"{folder}: not a dataselect stage folder (no {MANIFEST_NAME})") from exc
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DataError(f"{path}: unreadable manifest ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: unreadable manifest (a JSON object expected, got "
+                        f"{type(data).__name__})")  # fmt: skip
+    for name in ("stage", "version", "params", "input"):
+        if name not in data:
+            raise DataError(f"{path}: unreadable manifest (no '{name}')")
+    for name, kind in _FIELD_TYPES.items():
+        value = data.get(name)
+        wrong_bool = isinstance(value, bool) and kind is not bool  # True is an int to Python
+        if name in data and (wrong_bool or not isinstance(value, kind)):
+            raise DataError(f"{path}: unreadable manifest ('{name}' is {json.dumps(value)[:40]})")
+    known = {name for name in Manifest.__dataclass_fields__}
+    return Manifest(**{key: value for key, value in data.items() if key in known})
 
 
 def describe_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

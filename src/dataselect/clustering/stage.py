@@ -29,6 +29,7 @@ from dataselect.clustering.kmeans import (
 )
 from dataselect.embedding.vectors import check_vector_column, first_vector_dim
 from dataselect.errors import DataError, UsageError
+from dataselect.io.folder_state import artifact_bytes
 from dataselect.io.ids import id_type, resolve_id_column
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_stage_input
@@ -41,9 +42,10 @@ FIT_FACTS = "fit.json"
 
 def read_cluster_sizes(folder: Path) -> np.ndarray | None:
     """Rows per cluster id (index = cluster) from a cluster folder's clusters.parquet."""
-    if not (folder / CLUSTERS).exists():
+    data = artifact_bytes(folder, CLUSTERS)
+    if data is None:
         return None
-    table = pq.read_table(folder / CLUSTERS, columns=["cluster", "size"])
+    table = pq.read_table(pa.BufferReader(data), columns=["cluster", "size"])
     cluster = table.column("cluster").to_numpy()
     sizes = np.zeros(int(cluster.max()) + 1 if len(cluster) else 0, dtype=np.int64)
     sizes[cluster] = table.column("size").to_numpy()
@@ -118,11 +120,11 @@ class ClusterStage:
 
     # -- stage hooks -------------------------------------------------------------------
     def setup(self, output: StageOutput) -> None:
-        saved = output.folder / CENTROIDS
-        if saved.exists():  # resuming: this folder's identity was checked, reuse its fit
+        saved = output.saved_artifact(CENTROIDS)
+        facts = output.saved_artifact(FIT_FACTS)  # written before the centroids
+        if saved is not None and facts is not None:  # resuming: reuse its (verified) fit
             centroids = np.load(saved, allow_pickle=False)
-            facts = output.folder / FIT_FACTS  # written before the centroids: always there
-            self.facts = json.loads(facts.read_text()) if facts.exists() else {"resumed": True}
+            self.facts = json.loads(facts.read_text())
         else:
             if self.given is not None:
                 centroids = self.given

@@ -9,6 +9,11 @@ A folder claims shards in its complete manifest or, while a run is unfinished, i
 per shard (``_shards/part-NNNNN.json``). A claimed shard is done only when its record is
 well-formed and its file is there with the recorded size and SHA-256 (how far is checked is
 ``verify``'s choice); every other claim is a problem, and the shard is redone.
+
+Artifacts (centroids, fitted models, tables beside the shards) are claimed the same way
+(``_shards/artifact-NAME.json`` while unfinished, the manifest's ``artifacts`` when
+complete). The shards were made with them, so a damaged artifact is a problem that leaves no
+shard done: a resumed run refits and redoes them all rather than mix two fits.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dataselect.errors import DataError, UsageError
+from dataselect.io.checksums import file_sha256
 from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
 
 MARKER_DIR = "_shards"
@@ -31,6 +37,7 @@ Action = Literal["run", "resume", "skip", "replace", "refuse"]
 # recorded SHA-256 too (what a run does before it reuses a shard)
 Verify = Literal["exists", "size", "checksum"]
 RECORD_FIELDS = {"index": int, "file": str, "rows": int, "bytes": int, "sha256": str}
+ARTIFACT_FIELDS = {"file": str, "bytes": int, "sha256": str}
 
 
 def shard_name(index: int) -> str:
@@ -42,12 +49,9 @@ def marker_name(index: int) -> str:
     return f"part-{index:05d}.json"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def artifact_marker_name(name: str) -> str:
+    """The marker of artifact ``name`` in ``MARKER_DIR`` while a run is unfinished."""
+    return f"artifact-{name}.json"
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,12 @@ class FolderState:
     manifest: Manifest | None  # the one found there (None: none, or unreadable and replaced)
     claimed: list[dict[str, Any]] = field(default_factory=list)  # shard records it claims
     done: dict[int, dict[str, Any]] = field(default_factory=dict)  # claimed and verified
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # claimed, verified
     problems: list[str] = field(default_factory=list)  # claims that are missing or damaged
     action: Action | None = None  # None: read without a run in view (inspect)
     shards_total: int = 0  # shards the run would write
     reason: str = ""  # refuse / replace: why, as the plan says it
-    message: str = ""  # refuse: the error line a run stops with
+    message: str = ""  # refuse: the error line a run stops with; replace: what changed
     foreign: list[str] = field(default_factory=list)  # visible entries, when no manifest
 
     @classmethod
@@ -87,17 +92,22 @@ class FolderState:
         shards_total = wanted.shards_total if wanted is not None else 0
         claimed, problems = _claims(folder, manifest)
         done = _verified(folder, claimed, problems, shards_total or None, verify)
+        artifact_claims = _artifact_claims(folder, manifest)
+        artifacts = _verified_artifacts(folder, artifact_claims, problems, verify)
+        if len(artifacts) < len(artifact_claims):
+            done = {}  # made with an artifact that is gone or damaged: none is trusted
         foreign = (
             [p.name for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
             if manifest is None and folder.is_dir()
             else []
         )
-        state = cls(folder, manifest, claimed, done, problems, shards_total=shards_total,
-                    foreign=foreign)  # fmt: skip
+        state = cls(folder, manifest, claimed, done, artifacts, problems,
+                    shards_total=shards_total, foreign=foreign)  # fmt: skip
         if wanted is None:
             return state
         action, reason, message = _action(state, wanted, overwrite)
-        return cls(folder, manifest, claimed, done if action in ("resume", "skip") else {},
+        kept = action in ("resume", "skip")
+        return cls(folder, manifest, claimed, done if kept else {}, artifacts if kept else {},
                    problems, action, shards_total, reason, message, foreign)  # fmt: skip
 
     @property
@@ -160,11 +170,78 @@ def _claims(folder: Path, manifest: Manifest | None) -> tuple[list[dict[str, Any
             isinstance(record, dict)
             and all(type(record.get(k)) is t for k, t in RECORD_FIELDS.items())
             and record["file"] == shard_name(record["index"])
+            and where in (MANIFEST_NAME, f"{MARKER_DIR}/{marker_name(record['index'])}")
         ):
             claimed.append(record)
         else:
             problems.append(f"{where}: a malformed shard record ({json.dumps(record)[:60]})")
     return claimed, problems
+
+
+def _artifact_claims(folder: Path, manifest: Manifest | None) -> dict[str, object]:
+    """name -> the record the folder keeps for artifact ``name`` (not yet checked)."""
+    if manifest is None:
+        return {}
+    if manifest.complete:
+        return dict(manifest.artifacts)
+    claims: dict[str, object] = {}
+    for marker in sorted((folder / MARKER_DIR).glob(artifact_marker_name("*"))):
+        name = marker.name[len("artifact-") : -len(".json")]
+        try:
+            claims[name] = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            claims[name] = None
+    return claims
+
+
+def _verified_artifacts(
+    folder: Path, claims: dict[str, object], problems: list[str], verify: Verify
+) -> dict[str, dict[str, Any]]:
+    """The claimed artifacts whose file is there and intact; the others go to ``problems``."""
+    verified: dict[str, dict[str, Any]] = {}
+    for name, record in claims.items():
+        if not (
+            isinstance(record, dict)
+            and all(type(record.get(k)) is t for k, t in ARTIFACT_FIELDS.items())
+            and record["file"] == name
+            and "/" not in name
+        ):
+            problems.append(f"{name}: a malformed artifact record")
+            continue
+        problem = _file_problem(folder / name, record, verify)
+        if problem:
+            problems.append(problem)
+        else:
+            verified[name] = record
+    return verified
+
+
+def _file_problem(path: Path, record: dict[str, Any], verify: Verify) -> str:
+    """What is wrong with ``path`` against its record (size, SHA-256), or ""."""
+    if not path.exists():
+        return f"{path.name} is missing"
+    if verify != "exists" and path.stat().st_size != record["bytes"]:
+        return f"{path.name} has {path.stat().st_size:,} bytes, not {record['bytes']:,}"
+    if verify == "checksum" and file_sha256(path) != record["sha256"]:
+        return f"{path.name} does not match its checksum"
+    return ""
+
+
+def artifact_bytes(folder: Path, name: str) -> bytes | None:
+    """Artifact ``name`` of a complete stage folder, checked against the checksum its
+    manifest records (folders written before artifacts were recorded: as found); None when
+    the folder has no such file."""
+    path = folder / name
+    if not path.exists():
+        return None
+    data = path.read_bytes()
+    record = read_manifest(folder).artifacts.get(name)
+    if isinstance(record, dict) and hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        raise DataError(
+            f"{path}: does not match the checksum in its folder's manifest (changed or "
+            "damaged since it was written): rerun the stage that made it"
+        )
+    return data
 
 
 def _verified(
@@ -180,13 +257,9 @@ def _verified(
         index, name = int(record["index"]), str(record["file"])
         if shards_total is not None and not 0 <= index < shards_total:
             continue  # a shard this run does not write (the input changed): not reused
-        path = folder / name
-        if not path.exists():
-            problems.append(f"{name} is missing")
-        elif verify != "exists" and path.stat().st_size != record["bytes"]:
-            problems.append(f"{name} has {path.stat().st_size:,} bytes, not {record['bytes']:,}")
-        elif verify == "checksum" and file_sha256(path) != record["sha256"]:
-            problems.append(f"{name} does not match its checksum")
+        problem = _file_problem(folder / name, record, verify)
+        if problem:
+            problems.append(problem)
         else:
             done[index] = record
     return done
@@ -204,7 +277,8 @@ def _action(state: FolderState, wanted: Manifest, overwrite: bool | str) -> tupl
     same_stage = existing.stage == wanted.stage
     changed = existing.identity() != wanted.identity()
     if overwrite is True or (overwrite == "stale" and same_stage and changed):
-        return "replace", f"the {existing.stage} output there", ""
+        why = "; ".join(describe_differences(existing.identity(), wanted.identity())[:3])
+        return "replace", f"the {existing.stage} output there", why
     if changed:
         diffs = describe_differences(existing.identity(), wanted.identity())
         message = (

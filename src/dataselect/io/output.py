@@ -5,14 +5,17 @@ Layout while running (``FolderState`` reads it)::
     OUTPUT/_manifest.json          complete: false, the run's identity (written first)
     OUTPUT/_shards/part-00003.json one marker per finished shard (rows, sha256, seconds)
     OUTPUT/part-00003.parquet      finished shards (renamed into place, then marked)
+    OUTPUT/_shards/artifact-centroids.npy.json   one marker per artifact (bytes, sha256)
 
-When every shard is done the manifest is rewritten with all shard records and
-complete: true, and the markers are removed. A shard counts as done only when its marker
-exists and the file's size and SHA-256 match it, so a crash at any moment is resumable.
+When every shard is done the manifest is rewritten with all shard and artifact records and
+complete: true, and the markers are removed. A shard or artifact counts as done only when
+its marker exists and the file's size and SHA-256 match it, so a crash at any moment is
+resumable, and a resumed run never reuses a swapped or truncated fit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +36,7 @@ from dataselect.io.atomic import (
 from dataselect.io.folder_state import (
     MARKER_DIR,
     FolderState,
+    artifact_marker_name,
     file_sha256,
     marker_name,
     shard_name,
@@ -68,12 +72,14 @@ class StageOutput:
         self.overwrite = overwrite
         self.artifacts = artifacts
         self.done: dict[int, dict[str, Any]] = {}
+        self.artifacts_done: dict[str, dict[str, Any]] = {}  # verified or written by this run
         self._written: list[Path] = []
         self._created_folder = False
         self._wrote_manifest = False
         self._set_aside: Path | None = None
         self._lock = ExitStack()  # the folder's writer lock, held until finalize or rollback
         self.already_complete = False
+        self.replaced = ""  # a replaced output: what differed ("" when the same or none)
 
     # -- setup -------------------------------------------------------------------------
     def prepare(self) -> dict[int, dict[str, Any]]:
@@ -100,10 +106,13 @@ class StageOutput:
         if state.action == "refuse":
             raise state.refusal()
         sweep_temporaries(self.folder, ["part-?????.parquet", MANIFEST_NAME, *self.artifacts])
-        sweep_temporaries(self.folder / MARKER_DIR, ["part-?????.json"])
+        sweep_temporaries(self.folder / MARKER_DIR, ["part-?????.json", artifact_marker_name("*")])
         self.done = dict(state.done)
+        self.artifacts_done = dict(state.artifacts)
         if self.overwrite is True or state.action == "replace":
             self._set_aside_own_files()
+            if state.action == "replace" and state.manifest is not None:
+                self.replaced = state.message or "--overwrite"
         existing = state.manifest
         resuming = state.action in ("resume", "skip")
         self.manifest.started = existing.started if resuming and existing else now_iso()
@@ -117,6 +126,8 @@ class StageOutput:
         self._wrote_manifest = not resuming
         for record in self.done.values():  # shards kept from a complete run need markers now
             self._write_marker(record)
+        for record in self.artifacts_done.values():
+            self._write_marker(record, artifact_marker_name(str(record["file"])))
 
     def _set_aside_own_files(self) -> None:
         """Move the output being replaced into a hidden folder: a failed run puts it back
@@ -191,19 +202,28 @@ class StageOutput:
         return record
 
     def write_artifact(self, name: str, data: bytes) -> Path:
-        """Write a stage-level file (centroids, tables) atomically, before the manifest."""
+        """Write a stage-level file (centroids, tables) atomically, then its marker (size,
+        SHA-256), before the manifest."""
         path = self.folder / name
+        record = {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         try:
             write_bytes_atomic(path, data)
+            self._written.append(path)
+            self._written.append(self._write_marker(record, artifact_marker_name(name)))
         except OSError as exc:
             raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-        self._written.append(path)
+        self.artifacts_done[name] = record
         return path
 
-    def _write_marker(self, record: dict[str, Any]) -> Path:
+    def saved_artifact(self, name: str) -> Path | None:
+        """Artifact ``name`` as a resumed run finds it: only one whose size and SHA-256 match
+        what the run that wrote it recorded (``FolderState``); None means make it anew."""
+        return self.folder / name if name in self.artifacts_done else None
+
+    def _write_marker(self, record: dict[str, Any], name: str | None = None) -> Path:
         markers = self.folder / MARKER_DIR
         markers.mkdir(exist_ok=True)
-        marker = markers / marker_name(int(record["index"]))
+        marker = markers / (name or marker_name(int(record["index"])))
         write_bytes_atomic(marker, json.dumps(record, sort_keys=True).encode())
         return marker
 
@@ -221,6 +241,7 @@ class StageOutput:
         manifest.rows = sum(int(r["rows"]) for r in manifest.shards)
         manifest.complete = True
         manifest.outputs = {**manifest.outputs, **(outputs or {})}
+        manifest.artifacts = dict(sorted(self.artifacts_done.items()))
         manifest.finished = now_iso()
         manifest.seconds = round(sum(float(r["seconds"]) for r in manifest.shards), 3)
         try:

@@ -23,6 +23,7 @@ keyed order, and logged as "fill": the budget is met whenever the data has the r
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
+from dataselect.io.folder_state import artifact_bytes
 from dataselect.io.output import StageOutput
 from dataselect.options import at_least, option
 from dataselect.sampling.strategies import Pool, Selection
@@ -228,10 +230,11 @@ class BanditStrategy(AdaptiveStrategy):
         from dataselect.clustering.stage import CENTROIDS
 
         folder = context.lineage.cluster_folder
-        if folder is None or not (folder / CENTROIDS).exists():
+        data = None if folder is None else artifact_bytes(folder, CENTROIDS)
+        if data is None:
             raise DataError(f"{context.dataset.path}: --neighbour-radius needs the cluster "
                             f"folder's {CENTROIDS}")  # fmt: skip
-        centroids = np.load(folder / CENTROIDS, allow_pickle=False)
+        centroids = np.load(io.BytesIO(data), allow_pickle=False)
         return NeighbourCredit(centroids.astype(np.float64), radius)
 
     def facts(self, output: StageOutput, context: SampleContext) -> dict[str, Any]:

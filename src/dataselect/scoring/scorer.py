@@ -171,8 +171,8 @@ def save_arrays(output: StageOutput, name: str, arrays: dict[str, np.ndarray]) -
 
 def saved_arrays(output: StageOutput, name: str) -> dict[str, np.ndarray] | None:
     """A model this output folder already holds (a resumed run), or None."""
-    path = output.folder / name
-    if not path.exists():
+    path = output.saved_artifact(name)
+    if path is None:
         return None
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
