@@ -25,6 +25,7 @@ from dataselect.inspection import describe_stage, stage_folders
 from dataselect.io.sources import open_input
 from dataselect.keyed import IdSet, row_keys
 from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
+from dataselect.numeric import one_blas_thread
 
 PROJECTION_ROWS = 5_000  # corpus rows in the 2-D picture
 PROJECTION_SELECTED = 2_000  # selected rows in it
@@ -185,7 +186,7 @@ def _project(data: ReportData, embed_folder: Path, ids: pa.Array, seed: int) -> 
         return
     x = np.stack([vectors[i] for i in wanted.to_pylist()]).astype(np.float64)
     is_corpus = np.isin(rows, corpus)
-    pca = PCA(n_components=2, random_state=seed).fit(x[is_corpus])
+    pca = one_blas_thread(PCA(n_components=2, random_state=seed).fit)(x[is_corpus])
     data.projection = pca.transform(x)
     data.projection_corpus = is_corpus
     data.projection_selected = data.selected[rows]

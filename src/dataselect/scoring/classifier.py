@@ -15,6 +15,7 @@ import pyarrow as pa
 from dataselect.embedding.text import TextSpec
 from dataselect.errors import DataError, UsageError
 from dataselect.io.output import StageOutput
+from dataselect.numeric import one_blas_thread
 from dataselect.options import option, positive_number
 from dataselect.scoring.ngrams import N_FEATURES, NGRAMS, ngram_counts
 from dataselect.scoring.rows import RowReader, Rows
@@ -103,7 +104,7 @@ class ClassifierScorer(BaseScorer):
             saved = load_model(self.model)
         if saved is not None:
             self.weights, self.bias = saved["weights"], float(saved["bias"])
-            if not (output.folder / ARTIFACT).exists():  # a given --model: keep a copy
+            if output.saved_artifact(ARTIFACT) is None:  # a given --model: keep a copy
                 save_arrays(output, ARTIFACT, saved)
             return {"model": "given" if self.model else "resumed"}
         texts: list[list[str]] = []
@@ -120,7 +121,7 @@ class ClassifierScorer(BaseScorer):
         model = LogisticRegression(
             C=self.regularisation, solver="liblinear", random_state=self.seed, max_iter=1000
         )
-        model.fit(x, y)
+        one_blas_thread(model.fit)(x, y)
         self.weights = model.coef_.ravel().astype(np.float64)
         self.bias = float(model.intercept_[0])
         save_arrays(output, ARTIFACT, {"weights": self.weights, "bias": np.array(self.bias)})

@@ -19,6 +19,7 @@ Hessian-vector products (H is never formed), then O(classes x d) per row.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataselect.errors import DataError, DataselectError, UsageError
+from dataselect.io.folder_state import artifact_bytes
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import open_input
 from dataselect.manifest import read_manifest
@@ -153,9 +155,13 @@ class InfluenceScorer(BaseScorer):
                 "input (cluster ids serve as labels)"
             )
         from dataselect.clustering.kmeans import Assigner
+        from dataselect.clustering.stage import CENTROIDS
 
         metric = read_manifest(folder).params.get("metric", "cosine")
-        centroids = np.load(folder / "centroids.npy", allow_pickle=False)
+        data = artifact_bytes(folder, CENTROIDS)
+        if data is None:
+            raise DataError(f"{folder}: no {CENTROIDS} (rerun the cluster stage)")
+        centroids = np.load(io.BytesIO(data), allow_pickle=False)
         clusters, _ = Assigner(centroids, metric).assign(np.ascontiguousarray(x))
         return x, clusters.astype(np.int32)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataselect.errors import DataError
+from dataselect.numeric import one_blas_thread
 
 
 @dataclass
@@ -79,6 +80,7 @@ def mean_loss(weights: np.ndarray, x1: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.maximum(picked, 1e-300)).mean())
 
 
+@one_blas_thread
 def fit_probe(
     x: np.ndarray,
     y: np.ndarray,
@@ -125,6 +127,7 @@ def hessian_vector(p: np.ndarray, x1: np.ndarray, v: np.ndarray, l2: float) -> n
     return b.T @ x1 / len(x1) + l2 * v
 
 
+@one_blas_thread
 def solve_hessian(
     weights: np.ndarray, x1: np.ndarray, rhs: np.ndarray, l2: float, tol: float = 1e-10
 ) -> np.ndarray:
@@ -155,6 +158,7 @@ def conjugate_gradient(
     return x
 
 
+@one_blas_thread
 def train_epochs(
     x: np.ndarray,
     y: np.ndarray,

@@ -21,6 +21,7 @@ from dataselect.errors import UsageError
 from dataselect.io.ids import id_type
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_stage_input
+from dataselect.numeric import one_blas_thread
 from dataselect.scoring.config import ScoreConfig
 from dataselect.scoring.rows import RowReader
 from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
@@ -76,11 +77,12 @@ class ScoreStage:
         return params
 
     # -- stage hooks -------------------------------------------------------------------
+    @one_blas_thread  # the fits: the same bytes whatever the thread count (numeric.py)
     def setup(self, output: StageOutput) -> None:
         for scorer in self.scorers:  # a resumed run reloads each fitted model
             self.facts[scorer.name] = scorer.fit(self.reader, output)
-        saved = output.folder / FIT_FACTS
-        if saved.exists():  # resumed: the facts of the fits as they were made
+        saved = output.saved_artifact(FIT_FACTS)
+        if saved is not None:  # resumed: the facts of the fits as they were made
             self.facts = json.loads(saved.read_text())
         else:
             output.write_artifact(FIT_FACTS, json.dumps(self.facts, sort_keys=True).encode())
