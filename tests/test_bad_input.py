@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -317,3 +318,61 @@ def test_a_missing_side_input_or_a_broken_template_is_one_line(cli, corpus, tmp_
         )
     result = hashing(cli, corpus, tmp_path / "out", "--template", "{")
     assert_clean_failure(result, 2, "--template is not a valid template", output=tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "lines, needle",
+    [
+        (['{"id": 18446744073709551621, "text": "a b"}'], "integer beyond 64 bits"),
+        (['{"id": 1, "text": "a"}', '{"id": 18446744073709551621, "text": "b"}'],
+         "integer beyond 64 bits"),
+        (['{"id": 1, "text": ' + "[" * 100_000 + "]" * 100_000 + "}"], "nested too deeply"),
+        (['{"id": 1, "text": "a"}', '{"id": 2, "text": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+         "line 2: JSON nested too deeply"),
+    ],
+)  # fmt: skip
+def test_jsonl_values_python_cannot_hold(cli, tmp_path: Path, lines: list[str], needle: str):
+    source = tmp_path / "data.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    assert_clean_failure(hashing(cli, source, tmp_path / "o"), 1, needle, output=tmp_path / "o")
+
+
+def test_an_unreadable_input_folder(cli, corpus: Path, tmp_path: Path, monkeypatch) -> None:
+    """(Tests run as root, whom permissions do not stop: the listing fails as it would.)"""
+
+    def denied(self: Path, pattern: str):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "rglob", denied)
+    result = hashing(cli, corpus, tmp_path / "o")
+    assert_clean_failure(result, 1, f"{corpus}: cannot read (Permission denied)")
+
+
+def test_a_token_budget_larger_than_the_data(cli, corpus: Path, tmp_path: Path) -> None:
+    assert hashing(cli, corpus, tmp_path / "embed", "--dim", "16").exit_code == 0
+    assert cli("cluster", tmp_path / "embed", tmp_path / "cl", "--k", 3, "-q").exit_code == 0
+    result = cli("sample", tmp_path / "cl", tmp_path / "o", "--budget-tokens", 10**9, "-q")
+    assert_clean_failure(result, 2, "--budget-tokens 1,000,000,000 is larger than the data",
+                         "tokens in 150 rows", output=tmp_path / "o")  # fmt: skip
+
+
+def test_vectors_beyond_float32_squares_are_normalised_not_zeroed(cli, tmp_path: Path) -> None:
+    """3e38 (whose square overflows float32) and 1e-30 (whose square underflows): unit
+    vectors pointing the same way, not zeros, and no warning."""
+    values = [[3e38] * 4, [-3e38, 3e38, 0.0, 0.0], [1e-30] * 4, [1.0, 1.0, 1.0, 1.0]]
+    source = _vectors_file(tmp_path / "v.parquet", values)
+    result = cli("embed", source, tmp_path / "out", "--vector-column", "emb", "-q")
+    assert result.exit_code == 0 and result.stderr == "", result.stderr
+    table = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    unit = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    half, root = np.float32(0.5), np.float32(1 / np.sqrt(2))
+    assert np.allclose(unit, [[half] * 4, [-root, root, 0, 0], [half] * 4, [half] * 4])
+
+
+def test_an_output_inside_its_raw_input_folder(cli, corpus: Path, tmp_path: Path) -> None:
+    """The stage folder is not read as input: the rerun skips, it does not fail."""
+    out = corpus / "embedded"
+    assert hashing(cli, corpus, out).exit_code == 0
+    rerun = cli("embed", corpus, out, "--embedder", "hashing", "--json")
+    assert rerun.exit_code == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["shards_skipped"] == 3

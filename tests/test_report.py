@@ -314,6 +314,45 @@ def test_eval_refuses_bad_arguments(planted_run: Path, tmp_path: Path, cli) -> N
         assert result.exit_code == 2 and "give an embed" in result.stderr
 
 
+def relabelled_test_set(planted_run: Path, tmp_path: Path, keep, rename=lambda v: v) -> Path:
+    """A test embed folder: a second draw of the planted corpus, only rows whose label
+    ``keep`` accepts, labels passed through ``rename``."""
+    table = pq.read_table(planted_corpus(tmp_path / "draw", draw=1))
+    labels = table.column("label").to_pylist()
+    table = table.filter(pa.array([keep(v) for v in labels]))
+    table = table.set_column(2, "label", pa.array([rename(v) for v in table["label"].to_pylist()]))
+    (tmp_path / "test-corpus").mkdir()
+    pq.write_table(table, tmp_path / "test-corpus" / "part-0.parquet")
+    out = tmp_path / "test-embed"
+    assert run_process("embed", tmp_path / "test-corpus", out, "--vector-column", "embedding",
+                       "-q").returncode == 0  # fmt: skip
+    return out
+
+
+def test_eval_refuses_a_test_set_without_a_label_of_train(planted_run, tmp_path, cli) -> None:
+    test = relabelled_test_set(planted_run, tmp_path, keep=lambda v: True,
+                               rename=lambda v: f"other-{v}")  # fmt: skip
+    result = cli("eval", "--train", planted_run / "embed", "--test", test, "--selection",
+                 planted_run / "sample", "--label-column", "label")  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "none of its 4 labels" in result.stderr and "--label-column" in result.stderr
+
+
+def test_eval_warns_when_a_selection_holds_no_label_of_the_test_set(planted_run, tmp_path, cli):
+    few = tmp_path / "few"
+    args = ("-s", "top-k", "--score-column", "score_quality", "-b", "2", "-q")
+    assert cli("sample", planted_run / "score", few, *args).exit_code == 0
+    parts = [pq.read_table(part, columns=["label"]) for part in few.glob("part-*.parquet")]
+    held = set(pa.concat_tables(parts).column("label").to_pylist())
+    test = relabelled_test_set(planted_run, tmp_path, keep=lambda v: v not in held)
+    result = cli("eval", "--train", planted_run / "embed", "--test", test, "--selection", few,
+                 "--label-column", "label", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (warning,) = json.loads(result.stdout)["warnings"]
+    assert "none of its labels is a label of --test" in warning
+    assert "warning: --selection" in result.stderr
+
+
 @needs_datasets()
 @pytest.mark.slow
 def test_eval_reproduces_the_selection_quality_benchmark(tmp_path: Path) -> None:

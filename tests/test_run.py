@@ -54,6 +54,23 @@ def test_run_chains_the_stages_and_skips_valid_ones(cli, tmp_path: Path) -> None
     assert changed["clusters"] == 4 and changed["rows_selected"] == 8
     assert changed["stages_skipped"] == ["embed"]
     assert (tmp_path / "run" / "embed" / "part-00000.parquet").stat().st_mtime_ns == embed_before
+    assert changed["stages_replaced"] == {
+        "cluster": "params.k: 6 -> 4",
+        "sample": "input data changed; params.budget: '12' -> '8'; params.budget_rows: 12 -> 8",
+    }
+    assert again["stages_replaced"] == {}
+
+
+def test_run_says_which_stage_it_replaces_and_why(cli, tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert cli("run", config, "-q").exit_code == 0
+    result = cli("run", config, "--set", "cluster.k=4")
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "replacing" in line]
+    assert len(lines) == 2, result.stderr
+    assert lines[0].endswith(f"replacing the cluster output in {tmp_path / 'run' / 'cluster'}: "
+                             "params.k: 6 -> 4")  # fmt: skip
+    assert lines[1].endswith("sample: input data changed")  # its input, the clusters, changed
 
 
 def test_human_summary_line(cli, tmp_path: Path) -> None:

@@ -22,12 +22,14 @@ from dataselect.errors import DataError, UsageError
 from dataselect.io.sources import open_input
 from dataselect.keyed import row_keys
 from dataselect.manifest import MANIFEST_NAME, read_manifest
+from dataselect.numeric import one_blas_thread
 
 PROBE_C = 10.0
 PROBE_MAX_ITER = 2000
 RANDOM_STREAM = 2  # the sample stage's stream: eval's random baseline is `--strategy random`
 
 
+@one_blas_thread
 def probe_accuracy(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
     """Test accuracy of a logistic-regression probe fitted on (x, y)."""
     from sklearn.linear_model import LogisticRegression
@@ -147,6 +149,14 @@ def evaluate(
             f"--test {test}: {test_data.x.shape[1]}-d embeddings, train has "
             f"{train_data.x.shape[1]} (embed both with the same embedder)"
         )
+    test_labels = np.unique(test_data.y)
+    if not np.isin(test_labels, train_data.y).any():
+        shown = ", ".join(map(str, test_labels[:3]))
+        raise DataError(
+            f"--test {test}: none of its {len(test_labels):,} labels ({shown}, ...) is a label "
+            f"of --train {train}: check --label-column and the files"
+        )
+    warnings: list[str] = []
     results: list[EvalRow] = []
     random_cache: dict[int, list[float]] = {}
     for path in selections:
@@ -160,6 +170,9 @@ def evaluate(
             )
         if len(rows) == 0:
             raise DataError(f"--selection {path}: no rows")
+        if not np.isin(test_data.y, train_data.y[rows]).any():
+            warnings.append(f"--selection {path}: none of its labels is a label of --test, so "
+                            "its accuracy is 0 (check --label-column)")  # fmt: skip
         accuracy = _accuracy_of(train_data, test_data, rows)
         if len(rows) not in random_cache:
             random_cache[len(rows)] = [
@@ -175,6 +188,7 @@ def evaluate(
         "test_rows": len(test_data),
         "probe": f"logistic regression, C = {PROBE_C:g}",
         "selections": [r.as_dict() for r in results],
+        "warnings": warnings,
     }
     if include_all:
         everything = np.arange(len(train_data))

@@ -223,5 +223,6 @@ def run_summary(results: list[StageResult]) -> dict[str, Any]:
         "vendi_selected": outputs.get("vendi_selected"),
         "vendi_corpus": outputs.get("vendi_corpus"),
         "stages_skipped": [r.stage for r in results if r.shards_skipped == r.shards],
+        "stages_replaced": {r.stage: r.replaced for r in results if r.replaced},
         "selection": str(selected.output),
     }

@@ -53,6 +53,7 @@ class StageResult:
     rows: int
     rows_processed: int
     seconds: float
+    replaced: str = ""  # the output it replaced: what differed (its settings, its input)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -66,6 +67,7 @@ class StageResult:
             "rows_per_second": (
                 round(self.rows_processed / self.seconds, 1) if self.rows_processed else None
             ),
+            **({"replaced": self.replaced} if self.replaced else {}),
             **self.manifest.outputs,
         }
 
@@ -147,6 +149,9 @@ def run_stage(
     rows_skipped = sum(int(record["rows"]) for record in done_before.values())
     try:
         with Reporter(stage.name, dataset.rows, len(dataset.shards), quiet=quiet) as reporter:
+            if folder.replaced:
+                reporter.log(f"replacing the {stage.name} output in {folder.folder}: "
+                             f"{folder.replaced}")  # fmt: skip
             if not folder.already_complete:
                 stage.setup(folder)
                 todo = [s for s in dataset.shards if not folder.is_done(s.index)]
@@ -178,4 +183,5 @@ def run_stage(
         rows=rows,
         rows_processed=rows - rows_skipped,
         seconds=time.perf_counter() - started,
+        replaced=folder.replaced,
     )

@@ -329,6 +329,8 @@ def eval_command(
         debug,
         lambda: evaluate(train, test, list(selection), label_column, random_seeds, not no_all),
     )
+    for warning in report["warnings"]:
+        print(f"dataselect eval: warning: {warning}", file=sys.stderr)
     if json_summary:
         emit_summary(report, True, False)
     else:

@@ -62,16 +62,29 @@ def normalised_vectors(
         raise DataError(f"{where(row)}: null inside a vector")
     matrix = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     matrix = matrix.reshape(len(values), dim)
-    squares = rowwise_dot(matrix, matrix)
+    with np.errstate(over="ignore", under="ignore"):  # both are found and redone below
+        squares = rowwise_dot(matrix, matrix)
     if not np.isfinite(squares).all():  # NaN or inf inside, or float32 squares overflowed
         finite = np.isfinite(matrix).all(axis=1)
         if not finite.all():
             raise DataError(f"{where(int(np.flatnonzero(~finite)[0]))}: NaN or infinite value")
-        squares = rowwise_dot(matrix.astype(np.float64), matrix.astype(np.float64))
+    # rows whose float32 squares overflowed or underflowed (values near 1e±19 and beyond):
+    # their norms in float64, which holds them
+    wide = ~np.isfinite(squares) | (squares < np.finfo(np.float32).tiny)
+    if wide.any():
+        rows = matrix[wide].astype(np.float64)
+        squares[wide] = rowwise_dot(rows, rows)
     norms = np.sqrt(squares)
     if (norms == 0).any():
         raise DataError(f"{where(int(np.flatnonzero(norms == 0)[0]))}: zero vector")
-    return matrix / norms.astype(np.float32)[:, None]
+    f32 = np.finfo(np.float32)
+    outside = (norms > f32.max) | (norms < f32.tiny)  # not a float32: divide in float64
+    unit = matrix / np.where(outside, 1.0, norms).astype(np.float32)[:, None]
+    if outside.any():
+        unit[outside] = (matrix[outside].astype(np.float64) / norms[outside, None]).astype(
+            np.float32
+        )
+    return unit
 
 
 def rowwise_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:

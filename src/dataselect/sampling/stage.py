@@ -240,6 +240,9 @@ class SampleStage:
         """The most rows whose selection fits the token budget (binary search over the row
         budget; the strategy's own order decides which rows)."""
         tokens = self._row_tokens()
+        if budget_tokens > tokens.sum():  # as a row budget larger than the data
+            raise UsageError(f"--budget-tokens {budget_tokens:,} is larger than the data "
+                             f"({int(tokens.sum()):,} tokens in {len(tokens):,} rows)")  # fmt: skip
 
         def used(rows: int) -> float:
             return float(tokens[self._select(rows).rows].sum())
