@@ -51,6 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/scorers.py
 	$(BIN)/python scripts/bench/dry_run.py
 	$(BIN)/python scripts/bench/crash.py
+	$(BIN)/python scripts/bench/crash.py --overlap
+	$(BIN)/python scripts/bench/verify_cost.py
 	$(BIN)/python scripts/bench/scale.py
 	$(BIN)/python scripts/bench/workers.py
 	$(MAKE) bench-ray-job

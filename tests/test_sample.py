@@ -206,7 +206,7 @@ def test_bad_inputs(clustered: Path, tmp_path: Path, cli) -> None:
 
 
 def test_nan_scores_are_refused(clustered: Path, tmp_path: Path) -> None:
-    from dataselect.io.checksums import file_sha256
+    from dataselect.io.checksums import file_digests
 
     scored = tmp_path / "scored"
     scored.mkdir()
@@ -217,7 +217,7 @@ def test_nan_scores_are_refused(clustered: Path, tmp_path: Path) -> None:
         score[-1] = np.nan
         part = scored / record["file"]
         pq.write_table(table.append_column("score_x", pa.array(score)), part)
-        record.update(bytes=part.stat().st_size, sha256=file_sha256(part))
+        record.update(bytes=part.stat().st_size, **file_digests(part))
     manifest["artifacts"] = {}  # a hand-made folder: its parts only
     (scored / "_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="'score_x' has a NaN"):

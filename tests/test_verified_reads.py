@@ -42,7 +42,9 @@ def test_a_damaged_input_shard_is_refused_and_a_repaired_one_is_used(cli, tmp_pa
     assert cli("cluster", embedded, reference, *CLUSTER, "-q").exit_code == 0
     flip_bytes_inside(embedded / "part-00001.parquet")
 
-    line = one_error_line(cli("cluster", embedded, out, *CLUSTER, "-q"), 1)
+    process = run_process("cluster", embedded, out, *CLUSTER, "-q")  # stderr as a user sees it
+    assert process.returncode == 1
+    (line,) = process.stderr.strip().splitlines()  # the damaged floats' warnings not shown
     assert "part-00001.parquet" in line and "checksum" in line, line
     assert not out.exists()  # nothing half-written, nothing to resume from a corrupt input
     line = one_error_line(cli("score", embedded, tmp_path / "s", "--scorer", "heuristic", "-q"), 1)
@@ -67,7 +69,7 @@ def test_a_change_in_the_middle_of_a_raw_file_is_seen(cli, tmp_path: Path) -> No
     line = one_error_line(cli("embed", source, out, *EMBED, "-q"), 2)
     assert "input data changed" in line, line
     fingerprint = read_manifest(out).input["fingerprint"]
-    assert set(fingerprint["files"][0]) == {"file", "size", "sha256"}
+    assert set(fingerprint["files"][0]) == {"file", "size", "sha256", "xxh3_128"}
 
 
 def crashed_cluster(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -141,3 +143,41 @@ def test_a_manifest_of_the_wrong_shape_is_one_line(cli, tmp_path: Path, manifest
         assert "unreadable manifest" in line, line
     line = one_error_line(cli("embed", write_parquet_folder(tmp_path / "c"), folder, *EMBED), 1)
     assert "unreadable manifest" in line, line
+
+
+def test_a_remade_identical_reference_folder_is_the_same_reference(cli, tmp_path: Path) -> None:
+    """--reference names an embed folder: its rows identify it, not its manifest's timings."""
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=2, rows=40)
+    embedded, reference = tmp_path / "embedded", tmp_path / "reference"
+    assert cli("embed", corpus, embedded, *EMBED, "-q").exit_code == 0
+    assert cli("cluster", embedded, tmp_path / "c", *CLUSTER, "-q").exit_code == 0
+    args = ("--scorer", "influence", "--reference", reference, "-q")
+    assert cli("embed", corpus, reference, *EMBED, "-q").exit_code == 0
+    assert cli("score", tmp_path / "c", tmp_path / "s", *args).exit_code == 0
+    manifest = json.loads((reference / "_manifest.json").read_text())
+    manifest["started"] = "2000-01-01T00:00:00+00:00"  # remade: other timings, same rows
+    (reference / "_manifest.json").write_text(json.dumps(manifest))
+    again = cli("score", tmp_path / "c", tmp_path / "s", *args[:-1], "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["shards_skipped"] == 2
+
+
+def test_a_source_changed_after_it_was_embedded_is_refused_by_the_sample_stage(cli, tmp_path):
+    """The sample stage writes the source's rows: a change anywhere in a source file since
+    the embed stage read it (the same size: only the full SHA-256 sees it) is one line."""
+    rows = [{"id": i, "text": f"row {i:05d} " + "x" * 60, "label": str(i % 3)} for i in range(600)]
+    source = tmp_path / "data.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    embedded, clustered = tmp_path / "embedded", tmp_path / "clustered"
+    assert cli("embed", source, embedded, *EMBED, "-q").exit_code == 0
+    assert cli("cluster", embedded, clustered, *CLUSTER, "-q").exit_code == 0
+    rows[300]["text"] = rows[300]["text"].replace("x", "y")  # same size
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "sample"
+    line = one_error_line(cli("sample", clustered, out, "-b", "20", "-q"), 1)
+    assert line.endswith(f"{source}: the source data changed since {embedded} was embedded "
+                         "(its checksum differs)"), line  # fmt: skip
+    assert not out.exists()
+    source.write_text(source.read_text() + json.dumps({"id": 600, "text": "t", "label": "0"}))
+    line = one_error_line(cli("sample", clustered, out, "-b", "20", "-q"), 1)
+    assert "the source data changed since" in line, line

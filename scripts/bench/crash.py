@@ -12,7 +12,17 @@ without their timings. It prints the trials passed and exits 1 if any failed.
     python scripts/bench/crash.py                 # 30 trials
     python scripts/bench/crash.py --trials 5 --rows 300
 
-Writes scripts/bench/results/crash.md (full runs only).
+Overlap mode (`--overlap`): two runs of one stage on one OUTPUT folder at once, as cron and
+Makefiles start them. Trial i takes stage i mod 4 (its input: the uninterrupted run's folder
+of the stage before), starts run A, and after a delay uniform in [0, the stage's duration]
+run B on the same OUTPUT: in turn the same command, the same with --wait 600 (B queues),
+and other settings (another seed: B must be refused, never mixed in). A trial passes when
+every run exited 0 or was refused with exit 2 and one error line, at least one finished,
+and OUTPUT is byte-identical to a solo run of A's command, with no temporary file left.
+
+    python scripts/bench/crash.py --overlap       # 30 trials
+
+Writes scripts/bench/results/crash.md or crash-overlap.md (full runs only).
 """
 
 from __future__ import annotations
@@ -103,7 +113,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--rows", type=int, default=40_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overlap", action="store_true", help="two runs on one folder")
     args = parser.parse_args()
+    if args.overlap:
+        return overlap_main(args)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -232,6 +245,103 @@ def write(args: argparse.Namespace, wall: float, passed: int, failures: list, hi
         text += "\nFailures:\n\n" + "\n".join(f"- trial {t}: {'; '.join(p)}" for t, p in failures)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "crash.md").write_text(text + "\n")
+
+
+def stage_command(stage: str, upstream: Path, corpus: Path, out: Path, seed: int = 0) -> list:
+    """The single-stage command of ``config``'s stage (its input: the stage before it)."""
+    before = {"cluster": "embed", "score": "cluster", "sample": "score"}
+    source = corpus if stage == "embed" else upstream / before[stage]
+    own = {
+        "embed": ["-e", "hashing", "--dim", "64", "--shard-rows", "2000", "--seed", seed],
+        "cluster": ["--k", "12", "--seed", seed],
+        "score": ["--scorer", "heuristic", "--scorer", "label-agreement", "--label-column",
+                  "label", "--seed", seed],
+        "sample": ["-s", "kmq", "--score-column", "score_label_agreement", "-b", "10%",
+                   "--seed", seed],
+    }[stage]  # fmt: skip
+    return [sys.executable, "-m", "dataselect", stage, str(source), str(out), *map(str, own)]
+
+
+def start(command: list) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def overlap_main(args: argparse.Namespace) -> None:
+    rng = random.Random(args.seed)
+    variants = ("same command", "same with --wait", "other settings")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        corpus = root / "corpus"
+        write_corpus(corpus, args.rows)
+        solo, windows, references = root / "solo", {}, {}
+        for stage in STAGES:  # each stage alone, in order: the inputs and the references
+            began = time.perf_counter()
+            done = start(stage_command(stage, solo, corpus, solo / stage))
+            if done.wait() != 0:
+                raise SystemExit(f"solo {stage} failed: {done.stderr.read().decode()}")
+            windows[stage] = time.perf_counter() - began
+            references[stage] = folder_files(solo / stage)
+        passed, failures, outcomes = 0, [], {}
+        for trial in range(1, args.trials + 1):
+            stage = STAGES[trial % len(STAGES)]
+            variant = variants[(trial // len(STAGES)) % len(variants)]
+            out = root / "trial"
+            shutil.rmtree(out, ignore_errors=True)
+            first = stage_command(stage, solo, corpus, out)
+            second = {
+                "same command": first,
+                "same with --wait": [*first, "--wait", "600"],
+                "other settings": stage_command(stage, solo, corpus, out, seed=1),
+            }[variant]
+            delay = rng.uniform(0, windows[stage])
+            a = start(first)
+            time.sleep(delay)
+            b = start(second)
+            codes = (a.wait(), b.wait())
+            errors = [p.stderr.read().decode().strip() for p in (a, b)]
+            problems = []
+            for name, code, error in zip("AB", codes, errors, strict=True):
+                if code not in (0, 2) or (code == 2 and len(error.splitlines()) != 1):
+                    problems.append(f"run {name} exit {code}: {error[:200]}")
+            if variant == "other settings" and codes[1] == 0:
+                problems.append("run B with other settings was not refused")
+            if 0 not in codes:
+                problems.append("neither run finished")
+            got = folder_files(out) if out.exists() else {}
+            want = references[stage]
+            differ = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+            problems += [f"differs: {name}" for name in differ[:5]]
+            problems += [f"temporary file left: {p.name}" for p in out.rglob(".*.tmp")]
+            outcome = "/".join("ok" if c == 0 else "refused" if c == 2 else str(c) for c in codes)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            status = "ok" if not problems else "FAILED " + "; ".join(problems)
+            print(f"trial {trial:2d}: {stage}, {variant}, B after {delay:5.2f} s: A/B {outcome}: "
+                  f"{status}", flush=True)  # fmt: skip
+            passed += not problems
+            if problems:
+                failures.append((trial, problems))
+    seen = ", ".join(f"{name} {count}" for name, count in sorted(outcomes.items()))
+    print(f"{passed} of {args.trials} overlap trials passed; A/B exits: {seen}")
+    if args.trials >= 30:
+        text = (
+            "# overlap test\n\n"
+            f"`python scripts/bench/crash.py --overlap`, {time.strftime('%Y-%m-%d')}: two runs "
+            f"of one stage on one OUTPUT folder ({args.rows:,} rows; the stages of the crash "
+            "test, each run alone first as the reference). Trial i takes stage i mod 4 and, in "
+            "turn, B = the same command, the same with `--wait 600`, or other settings "
+            "(another seed), started after a delay uniform in [0, the stage's solo duration]."
+            f"\n\n**{passed} of {args.trials} trials passed**: every run exited 0 or was "
+            "refused (exit 2, one line), other settings were always refused, OUTPUT is "
+            "byte-identical to the solo run (manifests without timings), no temporary file "
+            f"left.\n\nExit codes of A/B: {seen}.\n"
+        )
+        if failures:
+            text += "\nFailures:\n\n" + "\n".join(
+                f"- trial {t}: {'; '.join(p)}" for t, p in failures
+            )
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "crash-overlap.md").write_text(text + "\n")
+    raise SystemExit(0 if passed == args.trials else 1)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
+from dataselect.io import checksums
 from dataselect.io.sources import open_input
 from dataselect.keyed import row_keys
 from dataselect.manifest import MANIFEST_NAME, read_manifest
@@ -140,8 +141,10 @@ def evaluate(
     """Probe accuracy of each selection, of random subsets of its size and of all of train."""
     if random_seeds < 0:
         raise UsageError("--random-seeds must not be negative")
-    train_data = load_labelled(train, label_column, "--train")
-    test_data = load_labelled(test, label_column, "--test")
+    with checksums.checking():  # the folders read are as their manifests say
+        train_data = load_labelled(train, label_column, "--train")
+        test_data = load_labelled(test, label_column, "--test")
+        checksums.verify_expected()
     if train_data.y.dtype.kind != test_data.y.dtype.kind:  # e.g. ints in one, text in the other
         train_data.y, test_data.y = train_data.y.astype(str), test_data.y.astype(str)
     if train_data.x.shape[1] != test_data.x.shape[1]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataselect.errors import DataError
-from dataselect.io.sources import InputDataset, open_input
+from dataselect.io.sources import InputDataset, check_source, open_input
 from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
 
 
@@ -51,9 +51,6 @@ def trace_lineage(folder: Path) -> Lineage:
             cluster_folder = path
         if manifest.stage == "embed":
             source = open_input(manifest.input["path"], shard_rows=manifest.params["shard_rows"])
-            if source.fingerprint() != manifest.input["fingerprint"]:
-                raise DataError(
-                    f"{manifest.input['path']}: the source data changed since {path} was embedded"
-                )
+            check_source(source, manifest.input["fingerprint"], f"{path} was embedded")
             return Lineage(path, manifest, source, manifest.params.get("id_column"), cluster_folder)
     raise DataError(f"{folder}: no embed stage found by following the manifests back")

@@ -9,6 +9,7 @@ to be bad.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from dataselect import __version__
 from dataselect.engine import current_engine, engine_for
 from dataselect.engine.base import SchedulingTraits, ShardStage, publish_in_order
+from dataselect.io import checksums
 from dataselect.io.lock import reading
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset
@@ -76,9 +78,28 @@ class StageResult:
 def reading_inputs(input: str | Path) -> Iterator[None]:
     """A stage's hold on what it reads: a shared lock on each stage folder behind ``input``
     (``input`` itself when it is one), so no run replaces them underneath it; a run that
-    wants to write one of them waits or is refused (``io/lock.py``)."""
-    with reading(stage_folders_behind(Path(input))):
-        yield
+    wants to write one of them waits or is refused (``io/lock.py``).
+
+    And the check of what it reads (``io/checksums.py``): the shards of the stage folders
+    it opens are hashed beside its work and verified before its output is complete
+    (``run_stage``). Damaged bytes can fail in other ways first (a NaN, a decoding error)
+    or overflow: on an error the stage waits for the verdicts and a mismatch is the error it
+    stops with, and warnings are shown only once the input is verified."""
+    with (
+        reading(stage_folders_behind(Path(input))),
+        checksums.checking(),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("default")
+        try:
+            yield
+        except Exception:
+            checksums.verify_expected()  # a damaged input is the cause: say that instead
+            raise
+        checksums.verify_expected()
+    for warning in caught:
+        warnings.showwarning(warning.message, warning.category, warning.filename,
+                             warning.lineno)  # fmt: skip
 
 
 def wanted_manifest(
@@ -152,7 +173,10 @@ def run_stage(
             if folder.replaced:
                 reporter.log(f"replacing the {stage.name} output in {folder.folder}: "
                              f"{folder.replaced}")  # fmt: skip
-            if not folder.already_complete:
+            if folder.already_complete:
+                checksums.discard_expected()  # nothing read, nothing to check
+            else:
+                checksums.start_expected()  # (workers may read them all: start here too)
                 stage.setup(folder)
                 todo = [s for s in dataset.shards if not folder.is_done(s.index)]
                 engine, how = engine_for(
@@ -162,6 +186,7 @@ def run_stage(
                     reporter.log(how)
                 publish_in_order(stage, dataset, folder, reporter, engine)
                 folder.manifest.outputs.update(stage.finish(folder))
+                checksums.verify_expected()  # nothing is complete that came from bad bytes
             final = folder.finalize()
             rows = final.rows
             reporter.log(

@@ -33,11 +33,11 @@ from dataselect.io.atomic import (
     temporary_path,
     write_bytes_atomic,
 )
+from dataselect.io.checksums import file_digests
 from dataselect.io.folder_state import (
     MARKER_DIR,
     FolderState,
     artifact_marker_name,
-    file_sha256,
     marker_name,
     shard_name,
 )
@@ -187,7 +187,7 @@ class StageOutput:
                 "file": final.name,
                 "rows": rows,
                 "bytes": final.stat().st_size,
-                "sha256": file_sha256(final),
+                **file_digests(final),  # sha256 (identity), xxh3_128 (checked when read)
                 "seconds": round(seconds, 3),
             }
             if source is not None:

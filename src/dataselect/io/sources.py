@@ -12,14 +12,14 @@ import glob
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
-from dataselect.io.checksums import ReadCheck, cached_sha256, start_hashing
+from dataselect.io import checksums
 from dataselect.manifest import MANIFEST_NAME, Manifest
 
 DEFAULT_SHARD_ROWS = 100_000
@@ -37,7 +37,6 @@ class InputShard:
     first_row: int = 0
     rows: int | None = None
     row_groups: tuple[int, ...] | None = None
-    sha256: str | None = None  # a stage folder's shard: the checksum its manifest records
 
     def describe(self) -> str:
         if self.format == "parquet" and self.row_groups is not None and self.first_row:
@@ -62,11 +61,10 @@ class InputShard:
         passes that only read (the sample stage's); stages whose own work already uses every
         core (FAISS, torch) decode in their thread.
 
-        A stage folder's shard is checked against its recorded SHA-256 while it is read
-        (``io/checksums.py``): a reading that ends without error has read the bytes the
-        manifest vouches for, or raises DataError naming the shard. (A reader that stops
-        early has checked nothing; no stage output comes from such a reading.)"""
-        check = ReadCheck(self.path, self.sha256, "its folder's manifest") if self.sha256 else None
+        A stage folder's shard is checked against its recorded SHA-256 on a helper thread
+        while the stage runs (``io/checksums.py``); the stage waits for the verdict before
+        its output is complete."""
+        checksums.reading(self.path)
         try:
             if self.format == "parquet":
                 yield from self._parquet_batches(columns, batch_rows, threads)
@@ -77,11 +75,8 @@ class InputShard:
         except DataError:
             raise
         except (OSError, pa.ArrowException) as exc:
-            if check is not None:
-                check.finish()  # a damaged shard is named as such
+            checksums.check_read_error(self.path)  # a damaged shard is named as such
             raise DataError(f"cannot read {self.path}: {_one_line(exc)}") from exc
-        if check is not None:
-            check.finish()
 
     def _parquet_batches(
         self, columns: Sequence[str], batch_rows: int, threads: bool
@@ -135,24 +130,48 @@ class InputDataset:
 
         A dataselect stage folder is identified by its manifest's shard checksums (each
         shard is checked against its own as it is read); other files by path, size and the
-        SHA-256 of all their bytes (hashed once per process, about 1 GB/s, on helper threads).
+        SHA-256 and XXH3-128 of all their bytes (one pass, once per process, about 1 GB/s).
         """
         if self.manifest is not None:
             digest = hashlib.sha256()
             for shard in self.manifest.shards:
                 digest.update(f"{shard['file']}:{shard['sha256']}\n".encode())
             return {"stage": self.manifest.stage, "shards_sha256": digest.hexdigest()}
-        start_hashing(self.files)  # side by side on the helper threads
+        checksums.start_hashing(self.files)
         files = []
         for path in self.files:
             files.append(
                 {
                     "file": _relpath(path, self.path),
                     "size": path.stat().st_size,
-                    "sha256": cached_sha256(path),
+                    **checksums.cached_digests(path),  # sha256, xxh3_128
                 }
             )
         return {"files": files}
+
+
+def check_source(dataset: InputDataset, recorded: object, what: str) -> None:
+    """Check that ``dataset`` is the input a stage recorded (fingerprint ``recorded``),
+    ``what`` saying which stage, for a stage that follows a folder back to its source data.
+    Names and sizes are compared now; each file's full SHA-256 is registered and verified
+    beside the stage's work (``io/checksums.py``) rather than read first. DataError when
+    they differ."""
+    changed = DataError(f"{dataset.path}: the source data changed since {what}")
+    files = recorded.get("files") if isinstance(recorded, dict) else None
+    if dataset.manifest is not None or not isinstance(files, list):
+        if dataset.fingerprint() != recorded:
+            raise changed
+        return
+    entries = [entry for entry in files if isinstance(entry, dict)]
+    paths = {_relpath(path, dataset.path): path for path in dataset.files}
+    if len(entries) != len(files) or sorted(paths) != sorted(str(e.get("file")) for e in entries):
+        raise changed
+    for entry in entries:
+        path = paths[str(entry["file"])]
+        if path.stat().st_size != entry.get("size") or not isinstance(entry.get("sha256"), str):
+            raise changed
+        checksums.expect(path, entry, f"{path}: the source data changed since {what} (its "
+                         "checksum differs)")  # fmt: skip
 
 
 def open_input(path: str | Path, shard_rows: int = DEFAULT_SHARD_ROWS) -> InputDataset:
@@ -262,7 +281,7 @@ def _open_parquet(root: Path, files: list[Path], shard_rows: int) -> InputDatase
 def _open_stage_folder(root: Path) -> InputDataset:
     """A finished stage folder as input: its shards as the manifest lists them, each there
     (``FolderState``, the stage's own reading of a folder), each there with its recorded
-    size; each shard's checksum is checked as it is read (``InputShard.iter_batches``)."""
+    size; each shard's checksum is checked as it is read (``io/checksums.py``)."""
     from dataselect.io.folder_state import FolderState
 
     state = FolderState.read(root, verify="size")
@@ -279,10 +298,9 @@ def _open_stage_folder(root: Path) -> InputDataset:
     dataset = _open_parquet(root, files, shard_rows=1 << 62) if files else None
     if dataset is None or len(dataset.shards) != len(files):
         raise DataError(f"{root}: stage folder has no shards")
-    dataset.shards = [
-        replace(shard, sha256=str(record["sha256"]))
-        for shard, record in zip(dataset.shards, manifest.shards, strict=True)
-    ]
+    for record in manifest.shards:  # checked as they are read (io/checksums.py)
+        path = root / str(record["file"])
+        checksums.expect(path, record, checksums.shard_mismatch(path, root / MANIFEST_NAME))
     dataset.manifest = manifest
     dataset.format = "stage"
     return dataset

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
 from dataselect.inspection import describe_stage, stage_folders
+from dataselect.io import checksums
 from dataselect.io.sources import open_input
 from dataselect.keyed import IdSet, row_keys
 from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
@@ -97,6 +98,12 @@ def find_selection(path: str | Path) -> tuple[Path, list[Path]]:
 
 
 def collect(path: str | Path, seed: int = 0) -> ReportData:
+    """What the report shows, from the folders it reads (verified: ``io/checksums.py``)."""
+    with checksums.checking():
+        return _collect(path, seed)
+
+
+def _collect(path: str | Path, seed: int) -> ReportData:
     selection_folder, chain = find_selection(path)
     stages = [_stage_info(folder) for folder in chain]
     sample = read_manifest(selection_folder)
@@ -128,6 +135,7 @@ def collect(path: str | Path, seed: int = 0) -> ReportData:
         _project(data, by_stage["embed"], rows.column("id").combine_chunks(), seed)
     if (selection_folder / "pulls.parquet").exists():
         data.pulls = pq.read_table(selection_folder / "pulls.parquet")
+    checksums.verify_expected()  # the folders it read are as their manifests say
     return data
 
 

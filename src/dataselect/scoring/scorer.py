@@ -20,6 +20,8 @@ import pyarrow as pa
 
 from dataselect.errors import DataError
 from dataselect.io.output import StageOutput
+from dataselect.io.sources import open_input
+from dataselect.manifest import MANIFEST_NAME
 from dataselect.options import NoOptions, at_least, option, positive_number
 from dataselect.scoring.rows import RowReader, Rows
 
@@ -149,10 +151,14 @@ def reference_text_option() -> Any:
 
 
 def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file, or of a folder's files (names and bytes), for resume identity."""
+    """SHA-256 of a file, or of a folder's files (names and bytes), for resume identity.
+    A stage folder is its rows: the SHA-256 of its shard checksums (as its fingerprint as
+    an input), so re-making an identical one (its manifest's timings change) is no change."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
+    if (path / MANIFEST_NAME).exists():
+        return str(open_input(path).fingerprint()["shards_sha256"])
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
