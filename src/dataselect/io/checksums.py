@@ -21,6 +21,7 @@ fingerprinted (both checksums, in one pass) through the same cache.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -34,7 +35,6 @@ import xxhash
 
 from dataselect.errors import DataError
 
-_BLOCK = 1 << 22
 SHA256, XXH3 = "sha256", "xxh3_128"  # the names of the checksums in records
 ALGORITHMS: dict[str, Callable[[], Any]] = {SHA256: hashlib.sha256, XXH3: xxhash.xxh3_128}
 _Key = tuple[int, int, int, int]  # device, inode, size, mtime (ns): the file's current version
@@ -48,12 +48,14 @@ _executor: ThreadPoolExecutor | None = None
 
 
 def file_digests(path: Path, algorithms: tuple[str, ...] = (SHA256, XXH3)) -> dict[str, str]:
-    """The checksums of ``path`` (name -> hex digest), read now in one pass."""
+    """The checksums of ``path`` (name -> hex digest), read now. The file is mapped, not
+    read into buffers: copying the bytes cost twice as long as XXH3 over them."""
     digests = {name: ALGORITHMS[name]() for name in algorithms}
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_BLOCK), b""):
-            for digest in digests.values():
-                digest.update(block)
+        if os.fstat(handle.fileno()).st_size:  # (an empty file cannot be mapped)
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                for digest in digests.values():
+                    digest.update(view)
     return {name: digest.hexdigest() for name, digest in digests.items()}
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dataselect.errors import DataError, UsageError
-from dataselect.io.checksums import file_sha256
+from dataselect.io.checksums import file_sha256, shard_mismatch
 from dataselect.manifest import MANIFEST_NAME, Manifest, describe_differences, read_manifest
 
 MARKER_DIR = "_shards"
@@ -237,10 +237,7 @@ def artifact_bytes(folder: Path, name: str) -> bytes | None:
     data = path.read_bytes()
     record = read_manifest(folder).artifacts.get(name)
     if isinstance(record, dict) and hashlib.sha256(data).hexdigest() != record.get("sha256"):
-        raise DataError(
-            f"{path}: does not match the checksum in its folder's manifest (changed or "
-            "damaged since it was written): rerun the stage that made it"
-        )
+        raise DataError(shard_mismatch(path, folder / MANIFEST_NAME))
     return data
 
 
