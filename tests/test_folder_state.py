@@ -139,3 +139,20 @@ def test_a_stage_reading_a_folder_with_a_missing_part_refuses_it(cli, tmp_path: 
     (embed / "part-00001.parquet").unlink()
     result = cli("cluster", embed, tmp_path / "cluster", "--k", 3, "-q")
     assert result.exit_code == 1 and "part-00001.parquet is missing" in result.stderr
+
+
+def test_a_run_killed_after_its_manifest_leaves_nothing_behind_after_the_rerun(cli, tmp_path):
+    """Killed between the complete manifest and the clean-up (the crash benchmark hit it):
+    the rerun skips and removes the markers and the set-aside output."""
+    corpus = write_parquet_folder(tmp_path / "corpus", shards=2, rows=20)
+    out = tmp_path / "out"
+    assert cli("embed", corpus, out, *EMBED, "-q").exit_code == 0
+    before = shard_bytes(out)
+    (out / MARKER_DIR).mkdir()
+    (out / MARKER_DIR / "part-00001.json").write_text("{}")
+    (out / ".replaced-4242").mkdir()
+    (out / ".replaced-4242" / "part-00000.parquet").write_bytes(b"old")
+    result = cli("embed", corpus, out, *EMBED, "--json")
+    assert json.loads(result.stdout)["shards_skipped"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["_manifest.json", *sorted(before)]
+    assert shard_bytes(out) == before

@@ -120,6 +120,7 @@ class StageOutput:
             assert existing is not None
             self.already_complete = True
             self.manifest = existing
+            self._drop_finished_leftovers()  # a run killed after its manifest, before these
             return
         in_progress = Manifest(**{**self.manifest.__dict__, "shards": [], "complete": False})
         in_progress.write(self.folder)
@@ -248,12 +249,17 @@ class StageOutput:
             manifest.write(self.folder)
         except OSError as exc:
             raise DataError(f"{self.folder}: cannot write the manifest ({exc})") from exc
-        shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
-        for aside in self.folder.glob(f"{ASIDE_PREFIX}*"):  # the replaced output, now obsolete
-            shutil.rmtree(aside, ignore_errors=True)
+        self._drop_finished_leftovers()
         self._set_aside = None
         self._lock.close()
         return manifest
+
+    def _drop_finished_leftovers(self) -> None:
+        """Once the complete manifest is written: the progress markers and the replaced
+        output (set aside) are obsolete. (Under the lock: no other run is using them.)"""
+        shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)
+        for aside in self.folder.glob(f"{ASIDE_PREFIX}*"):
+            shutil.rmtree(aside, ignore_errors=True)
 
     def release(self) -> None:
         """Let go of the folder without undoing anything (Ctrl-C, SIGTERM: finished shards
