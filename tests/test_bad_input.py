@@ -48,7 +48,7 @@ def test_empty_input(cli, tmp_path: Path) -> None:
     )
     (tmp_path / "nothing").mkdir()
     result = hashing(cli, tmp_path / "nothing", tmp_path / "o")
-    assert_clean_failure(result, 1, "no Parquet or JSONL files", output=tmp_path / "o")
+    assert_clean_failure(result, 1, "no Parquet, JSONL or CSV files", output=tmp_path / "o")
 
 
 def test_null_text_names_file_and_row(cli, tmp_path: Path) -> None:

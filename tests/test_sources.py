@@ -103,7 +103,82 @@ def test_missing_and_empty_inputs(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         open_input(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no Parquet or JSONL files"):
+    with pytest.raises(DataError, match="no Parquet, JSONL or CSV files"):
         open_input(tmp_path / "empty")
     with pytest.raises(DataError, match="matches no files"):
         open_input(str(tmp_path / "*.parquet"))
+
+
+# -- the text inputs people have (issue 17, item 6) -------------------------------------------
+ROWS = [{"id": i, "text": f"text number {i}", "label": f"l{i % 3}"} for i in range(7)]
+
+
+def write_text_input(path: Path) -> Path:
+    """ROWS in the format ``path``'s suffixes name (.jsonl/.json array/.csv/.tsv, + .gz/.zst)."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    plain = path.name
+    for suffix in (".gz", ".zst", ".bz2"):
+        plain = plain.removesuffix(suffix)
+    if plain.endswith((".jsonl", ".ndjson")):
+        data = "".join(json.dumps(row) + "\n" for row in ROWS).encode()
+    elif plain.endswith(".json"):
+        data = json.dumps(ROWS, indent=1).encode()
+    else:
+        sink = io.BytesIO()
+        delimiter = "\t" if plain.endswith(".tsv") else ","
+        pacsv.write_csv(pa.Table.from_pylist(ROWS), sink,
+                        pacsv.WriteOptions(delimiter=delimiter))  # fmt: skip
+        data = sink.getvalue()
+    compression = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}.get(path.suffix)
+    if compression:
+        with pa.output_stream(str(path), compression=compression) as out:
+            out.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["d.jsonl.gz", "d.jsonl.zst", "d.ndjson.bz2", "d.json", "d.json.gz", "d.csv", "d.tsv",
+     "d.csv.gz"],
+)  # fmt: skip
+def test_text_inputs_read_the_same_rows(tmp_path: Path, name: str) -> None:
+    dataset = open_input(write_text_input(tmp_path / name))
+    batches = [b for s in dataset.shards for b in s.iter_batches(["id", "text", "label"], 3)]
+    table = pa.Table.from_batches(batches)
+    assert table.column("id").to_pylist() == [row["id"] for row in ROWS]
+    assert table.column("text").to_pylist() == [row["text"] for row in ROWS]
+    assert dataset.fingerprint()["files"][0]["file"] == name
+
+
+def test_a_folder_of_compressed_jsonl_through_the_cli(cli, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_text_input(folder / "a.jsonl.gz")
+    write_text_input(folder / "notes.txt").write_text("not data")
+    out = tmp_path / "out"
+    result = cli("embed", folder, out, "-e", "hashing", "--dim", "16", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["rows"] == len(ROWS)
+
+
+def test_bad_text_inputs_are_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00 not really gzip")
+    with pytest.raises(DataError, match="broken.jsonl.gz"):
+        dataset = open_input(broken)
+        list(dataset.shards[0].iter_batches(["id"]))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    (other / "image.png").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"no Parquet, JSONL or CSV .* \(skipped: image.png, notes"):
+        open_input(other)
+    scalar = tmp_path / "scalars.json"
+    scalar.write_text("[1, 2]")
+    with pytest.raises(DataError, match="record 1: a record must be an object"):
+        open_input(scalar)

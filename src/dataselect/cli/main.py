@@ -75,9 +75,10 @@ EMBED_EPILOG = (
     "  dataselect embed corpus.jsonl runs/embed --embedder hashing --text-column body\n\n"
     "  dataselect embed t0.parquet runs/embed --template '{prompt}\\n{completion}'\n\n"
     "  dataselect embed vectors/ runs/embed --vector-column emb --id-column doc_id\n\n"
-    "INPUT is a Parquet file, folder or glob, JSONL file(s), a datasets save_to_disk "
-    "folder, or another stage's folder. OUTPUT gets part-NNNNN.parquet shards (id, "
-    "embedding) and _manifest.json; input shard i becomes output shard i. "
+    "INPUT is a Parquet file, folder or glob, JSONL, JSON-array, CSV or TSV file(s) "
+    "(also .gz, .zst, .bz2), a datasets save_to_disk folder, or another stage's folder. "
+    "OUTPUT gets part-NNNNN.parquet shards (id, embedding) and _manifest.json; input "
+    "shard i becomes output shard i. "
     "A rerun skips finished shards."
 )
 

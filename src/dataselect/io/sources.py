@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
 from dataselect.io import checksums
+from dataselect.io.text_formats import csv_batches, csv_schema, json_records, text_format
 from dataselect.manifest import MANIFEST_NAME, Manifest
 
 DEFAULT_SHARD_ROWS = 100_000
-_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class InputShard:
     index: int
     path: Path
     relpath: str
-    format: str  # "parquet" | "jsonl" | "arrow"
+    format: str  # "parquet" | "jsonl" | "csv" | "arrow"
     first_row: int = 0
     rows: int | None = None
     row_groups: tuple[int, ...] | None = None
@@ -70,6 +70,8 @@ class InputShard:
                 yield from self._parquet_batches(columns, batch_rows, threads)
             elif self.format == "arrow":
                 yield from self._arrow_batches(columns, batch_rows)
+            elif self.format == "csv":
+                yield from csv_batches(self.path, columns, batch_rows)
             else:
                 yield from _jsonl_batches(self.path, columns, batch_rows)
         except DataError:
@@ -210,13 +212,16 @@ def _open_input(path: str | Path, shard_rows: int) -> InputDataset:
     if (root / "state.json").exists():
         return _open_hf_folder(root)
     files = sorted(p for p in root.rglob("*.parquet") if _visible(p, root))
-    if not files:
-        files = sorted(
-            p for p in root.rglob("*") if p.suffix in _JSONL_SUFFIXES and _visible(p, root)
-        )
+    if not files:  # text files of one format (JSONL first)
+        found = sorted(p for p in root.rglob("*") if text_format(p) and _visible(p, root))
+        kind = "jsonl" if any(text_format(p) == "jsonl" for p in found) else "csv"
+        files = [p for p in found if text_format(p) == kind]
     files = _outside_stage_folders(files, root)
     if not files:
-        raise DataError(f"{root}: no Parquet or JSONL files in this folder")
+        raise DataError(
+            f"{root}: no Parquet, JSONL or CSV files in this folder"
+            + (f" (skipped: {_skipped(root)})" if _skipped(root) else "")
+        )
     return _open_files(root, files, _format_of(files, text), shard_rows)
 
 
@@ -234,10 +239,28 @@ def _open_files(root: Path, files: list[Path], fmt: str, shard_rows: int) -> Inp
     if fmt == "arrow":
         return _open_arrow_files(root, files)
     shards = [
-        InputShard(index=i, path=f, relpath=_relpath(f, root), format="jsonl")
+        InputShard(index=i, path=f, relpath=_relpath(f, root), format=fmt)
         for i, f in enumerate(files)
     ]
-    return InputDataset(root, "jsonl", shards, _jsonl_schema(files), files=files)
+    schema = _jsonl_schema(files) if fmt == "jsonl" else _csv_schema(files)
+    return InputDataset(root, fmt, shards, schema, files=files)
+
+
+def _csv_schema(files: list[Path]) -> pa.Schema:
+    schema = csv_schema(files[0])
+    for path in files[1:]:
+        other = csv_schema(path)
+        if not other.equals(schema):
+            raise DataError(
+                f"{path}: schema differs from {files[0]}: {_schema_diff(schema, other)}"
+            )
+    return schema
+
+
+def _skipped(root: Path) -> str:
+    """Up to three visible files of a folder that no reader here takes, for the error."""
+    names = [p.name for p in sorted(root.rglob("*")) if p.is_file() and _visible(p, root)]
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _open_parquet(root: Path, files: list[Path], shard_rows: int) -> InputDataset:
@@ -365,7 +388,7 @@ def _parquet_metadata(path: Path) -> pq.FileMetaData:
 def _jsonl_schema(files: list[Path]) -> pa.Schema:
     """Column names (and types) from the first record of the first non-empty file."""
     for path in files:
-        for _, record in _jsonl_records(path, first_only=True):
+        for _, record in json_records(path, first_only=True):
             fields = [pa.field(k, _json_type(path, k, v)) for k, v in record.items()]
             return pa.schema(fields)
     raise DataError(f"{files[0].parent}: the JSONL input has no records")
@@ -385,31 +408,9 @@ def _too_big(path: Path, name: str) -> DataError:
                      "values as strings)")  # fmt: skip
 
 
-def _jsonl_records(path: Path, first_only: bool = False) -> Iterator[tuple[int, dict]]:
-    with open(path, "rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path} line {line_no}: invalid UTF-8 ({exc.reason})") from exc
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path} line {line_no}: invalid JSON ({exc})") from exc
-            except RecursionError as exc:
-                raise DataError(f"{path} line {line_no}: JSON nested too deeply") from exc
-            if not isinstance(record, dict):
-                raise DataError(f"{path} line {line_no}: a JSONL record must be an object")
-            yield line_no, record
-            if first_only:
-                return
-
-
 def _jsonl_batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
     pending: list[dict] = []
-    for _, record in _jsonl_records(path):
+    for _, record in json_records(path):
         pending.append(record)
         if len(pending) >= batch_rows:
             yield _records_to_batch(path, pending, columns)
@@ -434,16 +435,17 @@ def _records_to_batch(path: Path, records: list[dict], columns: Sequence[str]) -
 
 
 def _format_of(files: list[Path], given: str) -> str:
-    suffixes = {f.suffix for f in files}
-    if suffixes <= {".parquet"}:
-        return "parquet"
-    if suffixes <= set(_JSONL_SUFFIXES):
-        return "jsonl"
-    if suffixes <= {".arrow"}:
-        return "arrow"
+    formats = {
+        "parquet" if f.suffix == ".parquet" else "arrow" if f.suffix == ".arrow"
+        else text_format(f) or f"?{''.join(f.suffixes[-2:])}"
+        for f in files
+    }  # fmt: skip
+    if len(formats) == 1 and not next(iter(formats)).startswith("?"):
+        return formats.pop()
+    suffixes = sorted({"".join(f.suffixes[-2:]) for f in files})
     raise UsageError(
-        f"{given}: cannot tell the format from the suffix ({', '.join(sorted(suffixes))}); "
-        "use .parquet, .jsonl or .arrow"
+        f"{given}: cannot tell one format from the suffixes ({', '.join(suffixes)}); use "
+        ".parquet, .jsonl, .json, .csv, .tsv (optionally .gz, .zst, .bz2) or .arrow"
     )
 
 
