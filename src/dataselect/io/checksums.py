@@ -44,7 +44,6 @@ _lock = threading.Lock()
 _known: dict[_Job, dict[str, str]] = {}
 _pending: dict[_Job, Future[dict[str, str]]] = {}
 _executor: ThreadPoolExecutor | None = None
-# path -> (checksum name, recorded value, the error if it differs): not yet verified
 
 
 def file_digests(path: Path, algorithms: tuple[str, ...] = (SHA256, XXH3)) -> dict[str, str]:

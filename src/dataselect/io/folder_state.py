@@ -208,23 +208,24 @@ def _verified_artifacts(
         ):
             problems.append(f"{name}: a malformed artifact record")
             continue
-        problem = _file_problem(folder / name, record, verify)
-        if problem:
-            problems.append(problem)
-        else:
+        if _intact(folder / name, record, problems, verify):
             verified[name] = record
     return verified
 
 
-def _file_problem(path: Path, record: dict[str, Any], verify: Verify) -> str:
-    """What is wrong with ``path`` against its record (size, SHA-256), or ""."""
+def _intact(path: Path, record: dict[str, Any], problems: list[str], verify: Verify) -> bool:
+    """Whether ``path`` matches its record (as far as ``verify`` checks: there, its size,
+    its SHA-256); what is wrong goes to ``problems``."""
+    problem = ""
     if not path.exists():
-        return f"{path.name} is missing"
-    if verify != "exists" and path.stat().st_size != record["bytes"]:
-        return f"{path.name} has {path.stat().st_size:,} bytes, not {record['bytes']:,}"
-    if verify == "checksum" and file_sha256(path) != record["sha256"]:
-        return f"{path.name} does not match its checksum"
-    return ""
+        problem = f"{path.name} is missing"
+    elif verify != "exists" and path.stat().st_size != record["bytes"]:
+        problem = f"{path.name} has {path.stat().st_size:,} bytes, not {record['bytes']:,}"
+    elif verify == "checksum" and file_sha256(path) != record["sha256"]:
+        problem = f"{path.name} does not match its checksum"
+    if problem:
+        problems.append(problem)
+    return not problem
 
 
 def artifact_bytes(folder: Path, name: str) -> bytes | None:
@@ -254,10 +255,7 @@ def _verified(
         index, name = int(record["index"]), str(record["file"])
         if shards_total is not None and not 0 <= index < shards_total:
             continue  # a shard this run does not write (the input changed): not reused
-        problem = _file_problem(folder / name, record, verify)
-        if problem:
-            problems.append(problem)
-        else:
+        if _intact(folder / name, record, problems, verify):
             done[index] = record
     return done
 

@@ -61,7 +61,7 @@ class InputShard:
         passes that only read (the sample stage's); stages whose own work already uses every
         core (FAISS, torch) decode in their thread.
 
-        A stage folder's shard is checked against its recorded SHA-256 on a helper thread
+        A stage folder's shard is checked against its recorded checksum on a helper thread
         while the stage runs (``io/checksums.py``); the stage waits for the verdict before
         its output is complete."""
         checksums.reading(self.path)
@@ -155,7 +155,7 @@ class InputDataset:
 def check_source(dataset: InputDataset, recorded: object, what: str) -> None:
     """Check that ``dataset`` is the input a stage recorded (fingerprint ``recorded``),
     ``what`` saying which stage, for a stage that follows a folder back to its source data.
-    Names and sizes are compared now; each file's full SHA-256 is registered and verified
+    Names and sizes are compared now; each file's checksum is registered and verified
     beside the stage's work (``io/checksums.py``) rather than read first. DataError when
     they differ."""
     changed = DataError(f"{dataset.path}: the source data changed since {what}")
@@ -177,7 +177,8 @@ def check_source(dataset: InputDataset, recorded: object, what: str) -> None:
 
 
 def open_input(path: str | Path, shard_rows: int = DEFAULT_SHARD_ROWS) -> InputDataset:
-    """Open a Parquet folder/file/glob, JSONL file(s), a `datasets` folder or a stage folder."""
+    """Open a Parquet folder/file/glob, JSONL/JSON/CSV/TSV file(s) (also compressed), a
+    `datasets` folder or a stage folder."""
     if shard_rows < 1:
         raise UsageError("--shard-rows must be at least 1")
     try:
@@ -218,10 +219,9 @@ def _open_input(path: str | Path, shard_rows: int) -> InputDataset:
         files = [p for p in found if text_format(p) == kind]
     files = _outside_stage_folders(files, root)
     if not files:
-        raise DataError(
-            f"{root}: no Parquet, JSONL or CSV files in this folder"
-            + (f" (skipped: {_skipped(root)})" if _skipped(root) else "")
-        )
+        skipped = _skipped(root)
+        raise DataError(f"{root}: no Parquet, JSONL or CSV files in this folder"
+                        + (f" (skipped: {skipped})" if skipped else ""))  # fmt: skip
     return _open_files(root, files, _format_of(files, text), shard_rows)
 
 
@@ -435,18 +435,20 @@ def _records_to_batch(path: Path, records: list[dict], columns: Sequence[str]) -
 
 
 def _format_of(files: list[Path], given: str) -> str:
-    formats = {
-        "parquet" if f.suffix == ".parquet" else "arrow" if f.suffix == ".arrow"
-        else text_format(f) or f"?{''.join(f.suffixes[-2:])}"
-        for f in files
-    }  # fmt: skip
-    if len(formats) == 1 and not next(iter(formats)).startswith("?"):
-        return formats.pop()
+    formats = {_file_format(f) for f in files}
+    if len(formats) == 1 and None not in formats:
+        return str(formats.pop())
     suffixes = sorted({"".join(f.suffixes[-2:]) for f in files})
     raise UsageError(
         f"{given}: cannot tell one format from the suffixes ({', '.join(suffixes)}); use "
         ".parquet, .jsonl, .json, .csv, .tsv (optionally .gz, .zst, .bz2) or .arrow"
     )
+
+
+def _file_format(path: Path) -> str | None:
+    if path.suffix in (".parquet", ".arrow"):
+        return path.suffix[1:]
+    return text_format(path)
 
 
 def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:

@@ -10,7 +10,6 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -55,7 +54,7 @@ class _Raw(io.RawIOBase):
 
 
 @contextmanager
-def open_bytes(path: Path) -> Iterator[IO[bytes]]:
+def open_bytes(path: Path) -> Iterator[io.BufferedReader]:
     """``path`` as a binary stream, decompressed when its suffix says so."""
     if path.suffix not in COMPRESSIONS:
         with open(path, "rb") as handle:
@@ -70,8 +69,7 @@ def json_records(path: Path, first_only: bool = False) -> Iterator[tuple[int, di
     JSON array; errors name the file and line."""
     try:
         with open_bytes(path) as handle:
-            start = handle.peek(64)[:64].lstrip() if hasattr(handle, "peek") else b""
-            if start.startswith(b"["):
+            if handle.peek(64)[:64].lstrip().startswith(b"["):
                 yield from _array_records(path, handle.read(), first_only)
                 return
             for line_no, raw in enumerate(handle, start=1):
