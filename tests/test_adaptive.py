@@ -155,7 +155,7 @@ def test_iterative_refine_filters_junk_clusters(planted: Path, tmp_path: Path, c
 
     out = tmp_path / "iterative"
     assert cli("sample", planted, out, "--strategy", "iterative", *args).exit_code == 0
-    state = json.loads((out / "selection.json").read_text())
+    state = json.loads((out / "_selection.json").read_text())
     assert (state["rounds_done"], state["rows_selected"], state["complete"]) == (1, 50, False)
     for round_ in (1, 2):
         feedback = tmp_path / f"feedback-{round_}.parquet"
@@ -166,14 +166,14 @@ def test_iterative_refine_filters_junk_clusters(planted: Path, tmp_path: Path, c
         # the same feedback again: a no-op
         again = cli("refine", out, "--feedback", feedback, "--json")
         assert again.exit_code == 0 and json.loads(again.stdout)["rows_processed"] == 0
-    state = json.loads((out / "selection.json").read_text())
+    state = json.loads((out / "_selection.json").read_text())
     assert state["complete"] and state["rows_selected"] == budget
     groups = selected_groups(out)
     assert len(groups) == budget
     junk = int(np.isin(groups, JUNK).sum())
     # round 1 is kmq and takes a third of kmeans-random's junk by construction; rounds 2 and
     # 3 should take almost none of theirs
-    decisions = pq.read_table(out / "decisions.parquet").to_pandas()
+    decisions = pq.read_table(out / "__artifacts__/decisions.parquet").to_pandas()
     later = decisions[decisions["round"] >= 2]
     later_junk = int(np.isin(later_groups(later, planted), JUNK).sum())
     assert later_junk <= 0.1 * junk_baseline * 2 / 3, (later_junk, junk_baseline)
@@ -182,7 +182,7 @@ def test_iterative_refine_filters_junk_clusters(planted: Path, tmp_path: Path, c
     assert good <= set(groups.tolist())  # every good group still covered
     weights = state["round_history"][-1]["weights"]
     assert len(weights) == GROUPS and min(weights) < 0.2 < max(weights)
-    assert len(list((out / "feedback").glob("round-*.parquet"))) == 2
+    assert len(list((out / "_feedback").glob("round-*.parquet"))) == 2
     # every round is done: refine says so with exit 2
     extra = tmp_path / "feedback-3.parquet"
     write_feedback(out, extra, seed=3)
@@ -224,7 +224,7 @@ def test_refine_refuses_bad_feedback_without_touching_the_round(
         assert words in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    assert after == before and not (out / "feedback").exists()
+    assert after == before and not (out / "_feedback").exists()
     # refine on a selection that is not iterative
     other = tmp_path / "random"
     assert cli("sample", planted, other, "--strategy", "random", "--budget", 9,
@@ -244,10 +244,10 @@ def test_iterative_probe_loop_runs_unattended_and_resumes_identically(
     assert run_process("sample", planted, crashed, *args, env=crash).returncode != 0
     assert run_process("sample", planted, crashed, *args).returncode == 0
     files = ("part-00000.parquet", "part-00001.parquet", "part-00002.parquet",
-             "decisions.parquet", "selection.json")  # fmt: skip
+             "__artifacts__/decisions.parquet", "_selection.json")  # fmt: skip
     for name in files:
         assert (whole / name).read_bytes() == (crashed / name).read_bytes(), name
-    state = json.loads((whole / "selection.json").read_text())
+    state = json.loads((whole / "_selection.json").read_text())
     assert state["rounds_done"] == 3 and state["rows_selected"] == 150
     assert [h["feedback"]["source"] for h in state["round_history"][:2]] == ["probe", "probe"]
     junk = np.isin(selected_groups(whole), JUNK).sum()
@@ -271,7 +271,7 @@ def test_refine_resumes_after_a_crash_with_identical_bytes(planted: Path, tmp_pa
     assert refused.returncode == 2 and "did not finish" in refused.stderr
     assert run_process("refine", outs["crashed"], "--feedback", feedback).returncode == 0
     for name in ("part-00000.parquet", "part-00001.parquet", "part-00002.parquet",
-                 "decisions.parquet", "selection.json"):  # fmt: skip
+                 "__artifacts__/decisions.parquet", "_selection.json"):  # fmt: skip
         assert (outs["whole"] / name).read_bytes() == (outs["crashed"] / name).read_bytes()
 
 
@@ -286,15 +286,19 @@ def test_bandit_through_the_cli_writes_the_pull_log(planted: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     groups = selected_groups(out)
     assert len(groups) == budget and np.isin(groups, HIGH).sum() == len(HIGH) * PER_GROUP
-    log = pq.read_table(out / "pulls.parquet")
+    log = pq.read_table(out / "__artifacts__/pulls.parquet")
     assert log.column_names == ["pull", "arm", "kind", "reward", "ucb", "admitted"]
     assert sum(log.column("admitted").to_pylist()) == budget
-    state = json.loads((out / "selection.json").read_text())
+    state = json.loads((out / "_selection.json").read_text())
     assert state["strategy"] == "bandit" and len(state["arms"]) == GROUPS
     assert sum(a["admitted"] for a in state["arms"]) == budget
     again = tmp_path / "bandit-again"
     assert cli("sample", score, again, *args).exit_code == 0
-    for name in ("pulls.parquet", "decisions.parquet", "selection.json"):
+    for name in (
+        "__artifacts__/pulls.parquet",
+        "__artifacts__/decisions.parquet",
+        "_selection.json",
+    ):
         assert (out / name).read_bytes() == (again / name).read_bytes()
 
 

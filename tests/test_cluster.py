@@ -86,7 +86,7 @@ def test_stage_outputs_and_artifacts(tmp_path: Path) -> None:
     source = write_vectors(tmp_path / "vec", x, shards=3)
     result = cluster(source, tmp_path / "out", ClusterConfig(k=6), quiet=True)
     out = tmp_path / "out"
-    centroids = np.load(out / "centroids.npy")
+    centroids = np.load(out / "__artifacts__/centroids.npy")
     assert centroids.shape == (6, 16)
     table = read_parts(out)
     assert table.column_names == ["id", "cluster", "distance"]
@@ -96,7 +96,7 @@ def test_stage_outputs_and_artifacts(tmp_path: Path) -> None:
     np.testing.assert_array_equal(labels, (x @ centroids.T).argmax(axis=1))
     truth = np.arange(600) % 6
     assert all(len(set(labels[truth == c])) == 1 for c in range(6))
-    stats = pq.read_table(out / "clusters.parquet")
+    stats = pq.read_table(out / "__artifacts__/clusters.parquet")
     assert stats.column("size").to_pylist() == np.bincount(labels, minlength=6).tolist()
     assert result.manifest.outputs["skew"]["empty"] == 0
     assert result.manifest.outputs["sample_rows"] == 600
@@ -126,7 +126,8 @@ def test_resharding_gives_the_same_clusters(shards: int, order_seed: int) -> Non
         cluster(reference, root / "out-ref", config, quiet=True)
         cluster(other, root / "out-other", config, quiet=True)
         np.testing.assert_array_equal(
-            np.load(root / "out-ref/centroids.npy"), np.load(root / "out-other/centroids.npy")
+            np.load(root / "out-ref/__artifacts__/centroids.npy"),
+            np.load(root / "out-other/__artifacts__/centroids.npy"),
         )
         assert by_id(root / "out-ref") == by_id(root / "out-other")
 
@@ -137,12 +138,12 @@ def test_existing_centroids_assign_new_data(tmp_path: Path) -> None:
         write_vectors(tmp_path / "a", x, shards=2), tmp_path / "fit", ClusterConfig(k=6), quiet=True
     )
     fresh = write_vectors(tmp_path / "new", blobs(60, 6, seed=0)[::-1].copy(), shards=1)
-    config = ClusterConfig(centroids=str(tmp_path / "fit" / "centroids.npy"))
+    config = ClusterConfig(centroids=str(tmp_path / "fit" / "__artifacts__/centroids.npy"))
     result = cluster(fresh, tmp_path / "assigned", config, quiet=True)
     assert result.manifest.outputs["fitted"] is False
     np.testing.assert_array_equal(
-        np.load(tmp_path / "assigned" / "centroids.npy"),
-        np.load(tmp_path / "fit" / "centroids.npy"),
+        np.load(tmp_path / "assigned" / "__artifacts__/centroids.npy"),
+        np.load(tmp_path / "fit" / "__artifacts__/centroids.npy"),
     )
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.ones((3, 8), dtype=np.float32))
@@ -181,10 +182,12 @@ def test_crash_then_rerun_gives_identical_folder(tmp_path: Path) -> None:
     args[2] = out
     assert run_process(*args, env={CRASH_AFTER_ENV: "1"}).returncode != 0
     assert json.loads((out / "_manifest.json").read_text())["complete"] is False
-    assert (out / "centroids.npy").exists() and not (out / "clusters.parquet").exists()
+    assert (out / "__artifacts__/centroids.npy").exists() and not (
+        out / "__artifacts__/clusters.parquet"
+    ).exists()
     assert run_process(*args).returncode == 0
     assert shard_bytes(out) == shard_bytes(reference)
-    for name in ("centroids.npy", "clusters.parquet"):
+    for name in ("__artifacts__/centroids.npy", "__artifacts__/clusters.parquet"):
         assert (out / name).read_bytes() == (reference / name).read_bytes()
 
 

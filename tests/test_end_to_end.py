@@ -92,7 +92,11 @@ def test_banking77_clusters_follow_the_intents(tmp_path: Path) -> None:
     score = adjusted_mutual_info_score(truth, clusters.column("cluster").to_pylist())
     print(f"banking77 hashing k=77: adjusted mutual information with the intents {score:.3f}")
     assert score > 0.45, score  # measured 0.53; random clusters give 0
-    sizes = pq.read_table(tmp_path / "cluster" / "clusters.parquet").column("size").to_pylist()
+    sizes = (
+        pq.read_table(tmp_path / "cluster" / "__artifacts__/clusters.parquet")
+        .column("size")
+        .to_pylist()
+    )
     assert sum(sizes) == 10003
 
 
@@ -108,7 +112,7 @@ def test_banking77_pipeline_selects_through_the_cli(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
     rows = pq.read_table(sorted(str(p) for p in (tmp_path / "sel").glob("part-*.parquet")))
     assert rows.num_rows == 200 and rows.column_names == ["id", "text", "label"]
-    report = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    report = json.loads((tmp_path / "sel" / "_selection.json").read_text())
     assert report["cluster_coverage"] == 1.0 and len(report["counts_per_cluster"]) == 200
     assert report["vendi_selected"]["q1"] > 1 and report["vendi_corpus_rows"] == 10003
     labels = labels_by_id(source)

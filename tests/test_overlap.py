@@ -125,7 +125,7 @@ def test_refine_and_run_take_the_same_locks(corpus: Path, tmp_path: Path) -> Non
     with writing(rounds):  # another refine holds the selection
         busy = run_process("refine", rounds, "--feedback", tmp_path / "feedback.parquet")
     assert busy.returncode == 2 and "another run uses this folder" in busy.stderr, busy.stderr
-    assert not (rounds / "feedback").exists()  # its feedback was not stored either
+    assert not (rounds / "_feedback").exists()  # its feedback was not stored either
     done = run_process("refine", rounds, "--feedback", tmp_path / "feedback.parquet", "--json")
     assert done.returncode == 0, done.stderr
     config = tmp_path / "run.yaml"

@@ -25,6 +25,7 @@ from conftest import Cli, run_process, shard_bytes, synthetic_texts
 
 from dataselect.engine.base import CRASH_AFTER_ENV
 from dataselect.errors import UsageError
+from dataselect.io.folder_state import artifact_file
 from dataselect.options import option_specs
 from dataselect.sampling.config import SampleConfig
 from dataselect.sampling.registry import STRATEGIES
@@ -107,7 +108,9 @@ def test_every_scorer_is_deterministic_and_resumes_after_a_kill(entry, world, tm
     assert resumed.returncode == 0, resumed.stderr
     assert shard_bytes(killed) == shard_bytes(clean)
     for artifact in entry.artifacts:  # a resumed run reuses the fit it kept
-        assert (killed / artifact).read_bytes() == (clean / artifact).read_bytes()
+        assert (killed / artifact_file(artifact)).read_bytes() == (
+            clean / artifact_file(artifact)
+        ).read_bytes()
 
 
 def wrong_value(kind: object) -> object:
@@ -175,9 +178,9 @@ def test_every_strategy_meets_the_budget_exactly_without_duplicates(
     parts = sorted(str(p) for p in runs[0].glob("part-*.parquet"))
     ids = pq.read_table(parts, columns=["id"]).column("id").to_pylist()
     assert len(ids) == budget == len(set(ids))
-    decisions = pq.read_table(runs[0] / "decisions.parquet")
+    decisions = pq.read_table(runs[0] / "__artifacts__/decisions.parquet")
     assert sorted(decisions.column("id").to_pylist()) == sorted(ids)
-    for name in ("decisions.parquet", "selection.json", *shard_bytes(runs[0])):
+    for name in ("__artifacts__/decisions.parquet", "_selection.json", *shard_bytes(runs[0])):
         assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
 
 
@@ -197,6 +200,10 @@ def test_every_one_shot_strategy_gives_the_same_bytes_streamed_and_in_memory(
     sample(world["score"], tmp_path / "streamed", config, quiet=True)
     monkeypatch.setattr(entry, "traits", dataclasses.replace(entry.traits, streams=False))
     sample(world["score"], tmp_path / "pool", config, quiet=True)
-    for name in ("decisions.parquet", "selection.json", *shard_bytes(tmp_path / "streamed")):
+    for name in (
+        "__artifacts__/decisions.parquet",
+        "_selection.json",
+        *shard_bytes(tmp_path / "streamed"),
+    ):
         streamed = (tmp_path / "streamed" / name).read_bytes()
         assert streamed == (tmp_path / "pool" / name).read_bytes(), name

@@ -71,13 +71,13 @@ def test_selection_folder(clustered: Path, tmp_path: Path, strategy: str) -> Non
         by_id[i] == t
         for i, t in zip(rows.column("id").to_pylist(), rows.column("text").to_pylist(), strict=True)
     )
-    decisions = pq.read_table(out / "decisions.parquet")
+    decisions = pq.read_table(out / "__artifacts__/decisions.parquet")
     # the selected rows only, sorted by id, each with its reason
     assert decisions.num_rows == 30 and all(decisions.column("selected").to_pylist())
     ids = decisions.column("id").to_pylist()
     assert ids == sorted(set(rows.column("id").to_pylist()))
     assert "not selected" not in decisions.column("reason").to_pylist()
-    report = json.loads((out / "selection.json").read_text())
+    report = json.loads((out / "_selection.json").read_text())
     assert report["strategy"] == strategy and report["budget_rows"] == 30
     assert sum(report["counts_per_cluster"].values()) == 30
     assert set(report["vendi_selected"]) == {"q1", "q2", "qinf"}
@@ -122,10 +122,10 @@ def test_selection_properties(strategy: str, budget: int, shards: int, order_see
         ids = selected_rows(root / "s1").column("id").to_pylist()
         assert len(ids) == budget == len(set(ids))
         assert set(ids) <= {f"t{i:05d}" for i in range(300)}
-        for name in ("decisions.parquet", "selection.json", "part-00000.parquet"):
+        for name in ("__artifacts__/decisions.parquet", "_selection.json", "part-00000.parquet"):
             assert (root / "s1" / name).read_bytes() == (root / "s2" / name).read_bytes()
-        assert (root / "s1" / "decisions.parquet").read_bytes() == (
-            root / "s3" / "decisions.parquet"
+        assert (root / "s1" / "__artifacts__/decisions.parquet").read_bytes() == (
+            root / "s3" / "__artifacts__/decisions.parquet"
         ).read_bytes()
         assert sorted(selected_rows(root / "s3").column("id").to_pylist()) == sorted(ids)
 
@@ -238,12 +238,12 @@ def test_crash_then_rerun_gives_the_same_selection(clustered: Path, tmp_path: Pa
     assert run_process(*args).returncode == 0
     args[2] = tmp_path / "out"
     assert run_process(*args, env={CRASH_AFTER_ENV: "1"}).returncode != 0
-    assert not (tmp_path / "out" / "selection.json").exists()
+    assert not (tmp_path / "out" / "_selection.json").exists()
     rerun = run_process(*args, "--json")
     assert rerun.returncode == 0, rerun.stderr
     assert json.loads(rerun.stdout)["shards_skipped"] == 1
     assert shard_bytes(tmp_path / "out") == shard_bytes(tmp_path / "ref")
-    for name in ("decisions.parquet", "selection.json"):
+    for name in ("__artifacts__/decisions.parquet", "_selection.json"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
     again = run_process(*args, "--json")
     assert json.loads(again.stdout)["shards_skipped"] == 3

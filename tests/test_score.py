@@ -13,6 +13,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
+from dataselect.io.folder_state import ARTIFACT_DIR
 from dataselect.scoring.heuristic import quality, text_features
 from dataselect.scoring.influence import influence_direction, influence_scores
 from dataselect.scoring.probe import (
@@ -164,7 +165,9 @@ def test_score_stage_columns_lineage_and_determinism(clustered: Path, tmp_path: 
     assert table.column("cluster").equals(read_scores(clustered).column("cluster"))
     for name in ("score_el2n", "score_label_agreement", "score_vog"):
         assert np.isfinite(table.column(name).to_numpy()).all()
-    assert {"difficulty.npz", "label_agreement.npz"} <= {p.name for p in out_a.iterdir()}
+    assert {"difficulty.npz", "label_agreement.npz"} <= {
+        p.name for p in (out_a / ARTIFACT_DIR).iterdir()
+    }
     assert cli("score", clustered, out_b, *SCORE_ARGS).exit_code == 0
     assert folder_bytes(out_a) == folder_bytes(out_b)
     # a rerun skips everything
@@ -179,7 +182,9 @@ def test_score_resumes_after_a_crash_with_identical_bytes(clustered: Path, tmp_p
     assert run_process("score", clustered, whole, *args).returncode == 0
     crash = {"DATASELECT_TEST_CRASH_AFTER_SHARDS": "1"}
     assert run_process("score", clustered, crashed, *args, env=crash).returncode != 0
-    assert (crashed / "difficulty.npz").exists()  # the fitted probe survives for the rerun
+    assert (
+        crashed / "__artifacts__/difficulty.npz"
+    ).exists()  # the fitted probe survives for the rerun
     assert run_process("score", clustered, crashed, *args).returncode == 0
     assert folder_bytes(whole) == folder_bytes(crashed)
 
@@ -223,7 +228,7 @@ def test_classifier_model_is_saved_and_reusable(tmp_path: Path, cli) -> None:
                  "--negatives", tmp_path / "bad.parquet")  # fmt: skip
     assert result.exit_code == 0, result.output
     reused = tmp_path / "reused"
-    result = cli("score", corpus, reused, *args, "--model", first / "classifier.npz")
+    result = cli("score", corpus, reused, *args, "--model", first / "__artifacts__/classifier.npz")
     assert result.exit_code == 0, result.output
     a, b = read_scores(first), read_scores(reused)
     assert a.column("score_classifier").equals(b.column("score_classifier"))
@@ -338,7 +343,11 @@ def test_model_scorers_are_deterministic_and_resume_identically(
     assert folder_bytes(whole) == folder_bytes(again)
     crash = {"DATASELECT_TEST_CRASH_AFTER_SHARDS": "1"}
     assert run_process("score", clustered, crashed, *args, env=crash).returncode != 0
-    for model in ("dsir.npz", "classifier.npz", "influence.npz"):
+    for model in (
+        "__artifacts__/dsir.npz",
+        "__artifacts__/classifier.npz",
+        "__artifacts__/influence.npz",
+    ):
         assert (crashed / model).exists()
     assert run_process("score", clustered, crashed, *args).returncode == 0
     assert folder_bytes(whole) == folder_bytes(crashed)

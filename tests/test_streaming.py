@@ -125,19 +125,23 @@ def test_coverage_is_the_same_streamed_and_in_memory_with_an_empty_last_cluster(
     np.save(tmp_path / "c.npy", np.vstack([x[0], x[50], x[100], x[0]]).astype(np.float32))
     cluster(tmp_path / "embed", tmp_path / "cluster",
             ClusterConfig(centroids=str(tmp_path / "c.npy")), quiet=True)  # fmt: skip
-    sizes = pq.read_table(tmp_path / "cluster" / "clusters.parquet").column("size").to_pylist()
+    sizes = (
+        pq.read_table(tmp_path / "cluster" / "__artifacts__/clusters.parquet")
+        .column("size")
+        .to_pylist()
+    )
     assert len(sizes) == 4 and sizes[3] == 0  # the duplicate centroid loses every tie
     config = SampleConfig(strategy="kmeans-random", budget="20")
     sample(tmp_path / "cluster", tmp_path / "streamed", config, quiet=True)
     entry = STRATEGIES.get("kmeans-random")  # force the in-memory pool
     monkeypatch.setattr(entry, "traits", dataclasses.replace(entry.traits, streams=False))
     sample(tmp_path / "cluster", tmp_path / "pool", config, quiet=True)
-    streamed, pool = (json.loads((tmp_path / n / "selection.json").read_text())
+    streamed, pool = (json.loads((tmp_path / n / "_selection.json").read_text())
                       for n in ("streamed", "pool"))  # fmt: skip
     for key in ("cluster_coverage", "cluster_entropy", "counts_per_cluster", "rows_selected"):
         assert streamed[key] == pool[key], key
-    assert (tmp_path / "streamed" / "decisions.parquet").read_bytes() == (
-        tmp_path / "pool" / "decisions.parquet"
+    assert (tmp_path / "streamed" / "__artifacts__/decisions.parquet").read_bytes() == (
+        tmp_path / "pool" / "__artifacts__/decisions.parquet"
     ).read_bytes()
 
 

@@ -65,6 +65,7 @@ def test_one_and_two_blas_threads_give_the_same_bytes(tmp_path: Path) -> None:
     one = run_pipeline(tmp_path, 1)
     two = run_pipeline(tmp_path, 2)
     assert sorted(one) == sorted(two)
-    assert "s/label_agreement.npz" in one and "i/decisions.parquet" in one
+    assert "s/__artifacts__/label_agreement.npz" in one
+    assert "i/__artifacts__/decisions.parquet" in one
     differ = [name for name in one if one[name] != two[name]]
     assert differ == [], differ

@@ -87,21 +87,25 @@ def crashed_cluster(tmp_path: Path) -> tuple[Path, Path, Path]:
 @pytest.mark.parametrize("damage", ["truncated", "swapped"])
 def test_resume_refits_when_the_saved_centroids_were_changed(cli, tmp_path: Path, damage: str):
     embedded, out, reference = crashed_cluster(tmp_path)
-    centroids = out / "centroids.npy"
+    centroids = out / "__artifacts__/centroids.npy"
     if damage == "truncated":
         centroids.write_bytes(centroids.read_bytes()[:-64])
     else:  # other centroids of the same shape: a size check alone would pass them
         saved = np.load(centroids)
         np.save(centroids, np.ascontiguousarray(saved[::-1]))
     state = FolderState.read(out)
-    assert state.done == {} and any("centroids.npy" in p for p in state.problems), state
+    assert state.done == {} and any("__artifacts__/centroids.npy" in p for p in state.problems), (
+        state
+    )
     plan = json.loads(cli("cluster", embedded, out, *CLUSTER, "--dry-run", "--json").stdout)
     assert plan["stages"][0]["action"] == "resume: 0 of 3 shards done"
     result = cli("cluster", embedded, out, *CLUSTER, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["shards_skipped"] == 0  # every shard redone, refitted
     assert shard_bytes(out) == shard_bytes(reference)
-    assert (out / "centroids.npy").read_bytes() == (reference / "centroids.npy").read_bytes()
+    assert (out / "__artifacts__/centroids.npy").read_bytes() == (
+        reference / "__artifacts__/centroids.npy"
+    ).read_bytes()
 
 
 def test_an_intact_resume_reuses_the_fit(cli, tmp_path: Path) -> None:
@@ -118,13 +122,17 @@ def test_a_damaged_artifact_of_a_finished_folder(cli, tmp_path: Path) -> None:
     """inspect --verify names it; a stage reading it refuses it; a rerun repairs it."""
     embedded, out, reference = crashed_cluster(tmp_path)
     assert cli("cluster", embedded, out, *CLUSTER, "-q").exit_code == 0
-    flip_bytes_inside(out / "clusters.parquet")
+    flip_bytes_inside(out / "__artifacts__/clusters.parquet")
     result = cli("inspect", out, "--verify")
-    assert result.exit_code == 1 and "clusters.parquet" in result.output, result.output
+    assert result.exit_code == 1 and "__artifacts__/clusters.parquet" in result.output, (
+        result.output
+    )
     line = one_error_line(cli("sample", out, tmp_path / "s", "-b", "10", "-q"), 1)
-    assert "clusters.parquet" in line and "checksum" in line, line
+    assert "__artifacts__/clusters.parquet" in line and "checksum" in line, line
     assert cli("cluster", embedded, out, *CLUSTER, "-q").exit_code == 0
-    assert (out / "clusters.parquet").read_bytes() == (reference / "clusters.parquet").read_bytes()
+    assert (out / "__artifacts__/clusters.parquet").read_bytes() == (
+        reference / "__artifacts__/clusters.parquet"
+    ).read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -100,7 +100,7 @@ def catalogue(data: Path, out: Path, ray: bool) -> list[tuple[str, list[object]]
         ("cluster-auto", ["cluster", out / "embed", out / "cluster-auto", "--k", "auto",
                           "--k-grid", "4,8"]),
         ("cluster-given", ["cluster", out / "embed", out / "cluster-given", "--centroids",
-                           c / "centroids.npy"]),
+                           c]),
         ("cluster-vectors", ["cluster", out / "embed-vectors", out / "cluster-vectors", "--k", 5]),
     ]  # fmt: skip
     scorers: dict[str, list[object]] = {

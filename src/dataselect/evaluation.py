@@ -20,10 +20,12 @@ import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
 from dataselect.io import checksums
+from dataselect.io.folder_state import artifact_path
 from dataselect.io.sources import open_input
 from dataselect.keyed import row_keys
 from dataselect.manifest import MANIFEST_NAME, read_manifest
 from dataselect.numeric import one_blas_thread
+from dataselect.sampling.files import DECISIONS
 
 PROBE_C = 10.0
 PROBE_MAX_ITER = 2000
@@ -85,7 +87,7 @@ def load_labelled(path: str | Path, label_column: str, what: str) -> LabelledVec
 def selected_ids(path: str | Path) -> pa.Array:
     """The ids a selection holds: a sample folder (its decisions), or any data with an id."""
     folder = Path(path)
-    decisions = folder / "decisions.parquet"
+    decisions = artifact_path(folder, DECISIONS)
     if decisions.exists():
         table = pq.read_table(decisions, columns=["id", "selected"])
         return table.filter(table.column("selected")).column("id").combine_chunks()

@@ -72,8 +72,10 @@ def describe_stage(folder: Path, verify: bool = False) -> dict[str, Any]:
             problems.append(f"{part.name} is not readable Parquet")
             continue
         break
+    artifacts = sorted(str(r.get("file")) for r in state.artifacts.values())
     known = {MANIFEST_NAME, MARKER_DIR, *(str(r["file"]) for r in shards)}
-    others = sorted(
+    known |= {file.split("/")[0] for file in artifacts}
+    others = artifacts + sorted(
         p.name for p in folder.iterdir() if p.name not in known and not p.name.startswith(".")
     )
     expected = manifest.shards_total or None

@@ -30,7 +30,8 @@ class Manifest:
     complete: bool = False
     rows: int = 0
     outputs: dict[str, Any] = field(default_factory=dict)
-    # files beside the shards (centroids, models, tables): name -> {file, bytes, sha256}
+    # files beside the shards (centroids, models, tables): name -> {file, bytes, sha256},
+    # file relative to the folder (io/folder_state.artifact_file)
     artifacts: dict[str, Any] = field(default_factory=dict)
     started: str = ""
     finished: str = ""

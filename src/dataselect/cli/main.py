@@ -87,11 +87,11 @@ CLUSTER_EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  dataselect cluster runs/embed runs/cluster --k 1000\n\n"
     "  dataselect cluster runs/embed runs/cluster --k auto --k-grid 16,32,64,128\n\n"
-    "  dataselect cluster new/embed new/cluster --centroids runs/cluster/centroids.npy\n\n"
+    "  dataselect cluster new/embed new/cluster --centroids runs/cluster\n\n"
     "Fits FAISS k-means on a uniform sample of at most k x --max-points-per-centroid rows "
     "(keyed by seed and id, so sharding does not change it), then assigns every row. "
-    "OUTPUT gets part-NNNNN.parquet (id, cluster, distance), centroids.npy and "
-    "clusters.parquet (cluster, size, mean_distance, max_distance)."
+    "OUTPUT gets part-NNNNN.parquet (id, cluster, distance) and, in __artifacts__/, centroids.npy "
+    "and clusters.parquet (cluster, size, mean_distance, max_distance)."
 )
 
 
@@ -131,9 +131,9 @@ SAMPLE_EPILOG = (
     "[bold]Strategies[/bold]\n\n"
     + "".join(f"  {s.names[0]}: {s.summary}\n\n" for s in STRATEGIES)
     + "OUTPUT gets the selected rows with all their source columns (part-NNNNN.parquet, "
-    "part i from source shard i), decisions.parquet (the selected rows, sorted by id: id, "
-    "cluster, score, selected, reason) and selection.json (parameters, counts per cluster, "
-    "Vendi scores of the selection and of the corpus, cluster coverage and entropy)."
+    "part i from source shard i), __artifacts__/decisions.parquet (the selected rows, sorted by "
+    "id: id, cluster, score, selected, reason) and _selection.json (parameters, counts per "
+    "cluster, Vendi scores of the selection and of the corpus, cluster coverage and entropy)."
 )
 
 app.command(name="embed", epilog=EMBED_EPILOG)(
@@ -180,7 +180,7 @@ REFINE_EPILOG = (
     "  dataselect refine runs/selection --feedback scores.jsonl --feedback-column reward\n\n"
     "FILE holds an 'id' column and a numeric score for rows selected so far (higher is "
     "better: give -loss, not loss); ids not selected are ignored. It is stored as "
-    "OUTPUT/feedback/round-NNNN.parquet, and OUTPUT then holds the rows of every round so "
+    "OUTPUT/_feedback/round-NNNN.parquet, and OUTPUT then holds the rows of every round so "
     "far. The same FILE again is a no-op (or finishes a round a crash interrupted). "
     "Exit 2 once every round is done."
 )
@@ -216,8 +216,9 @@ REPORT_EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  dataselect report runs/demo                (a run folder of `dataselect run`)\n\n"
     "  dataselect report runs/selection --output /tmp/selection.html\n\n"
-    "Writes one self-contained HTML page (report.html in FOLDER unless --output; images "
-    "embedded, no network needed to view it) and its PNGs in report-plots/ beside it: "
+    "Writes one self-contained HTML page (report.html in FOLDER, _report.html in a stage "
+    "folder, unless --output; images embedded, no network needed to view it) and its PNGs in "
+    "report-plots/ (__report-plots__/) beside it: "
     "cluster sizes, a PCA projection of a keyed sample of the embeddings with the selected "
     "rows highlighted, score and distance distributions of selected vs all rows, per-cluster "
     "share selected vs share of the corpus, iterative weights or bandit rewards per round, "
@@ -342,7 +343,11 @@ def eval_command(
 def report(
     folder: Annotated[Path, typer.Argument(help="A run folder or a sample (selection) folder.")],
     output: Annotated[
-        Path | None, typer.Option(help="Where to write the HTML \\[default: FOLDER/report.html].")
+        Path | None,
+        typer.Option(
+            help="Where to write the HTML \\[default: FOLDER/report.html; _report.html in a "
+            "stage folder]."
+        ),
     ] = None,
     seed: Seed = 0,
     quiet: Quiet = False,

@@ -57,6 +57,8 @@ class ClusterConfig(StageConfig):
     vector_column: str = option("embedding", "Column holding the vectors.")
     id_column: str | None = option(None, "Column with unique row ids \\[default: 'id' if present].")
     centroids: str | None = option(
-        None, "Assign to these centroids (a k x d .npy file) instead of fitting.", path=True
+        None,
+        "Assign to these centroids (a k x d .npy file, or a cluster folder's) instead of fitting.",
+        path=True,
     )
     seed: int = seed_option()

@@ -1,7 +1,8 @@
 """The cluster stage: fit k-means on a keyed sample, then assign every row, shard by shard.
 
 Output shards: id, cluster (int32), distance (float32, to the row's centroid). Artifacts:
-centroids.npy (k x d float32) and clusters.parquet (cluster, size, mean and max distance).
+__artifacts__/centroids.npy (k x d float32) and __artifacts__/clusters.parquet (cluster, size, mean
+and max distance).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataselect.clustering.kmeans import (
 )
 from dataselect.embedding.vectors import check_vector_column, first_vector_dim
 from dataselect.errors import DataError, UsageError
-from dataselect.io.folder_state import artifact_bytes
+from dataselect.io.folder_state import artifact_bytes, artifact_path
 from dataselect.io.ids import id_type, resolve_id_column
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_stage_input
@@ -41,7 +42,7 @@ FIT_FACTS = "fit.json"
 
 
 def read_cluster_sizes(folder: Path) -> np.ndarray | None:
-    """Rows per cluster id (index = cluster) from a cluster folder's clusters.parquet."""
+    """Rows per cluster id (index = cluster) from a cluster folder's clusters table."""
     data = artifact_bytes(folder, CLUSTERS)
     if data is None:
         return None
@@ -52,7 +53,14 @@ def read_cluster_sizes(folder: Path) -> np.ndarray | None:
     return sizes
 
 
+def centroids_file(path: str | Path) -> Path:
+    """--centroids as a file: a .npy file, or a cluster folder's centroids."""
+    path = Path(path)
+    return artifact_path(path, CENTROIDS) if path.is_dir() else path
+
+
 def load_centroids(path: str | Path, dim: int, metric: str) -> np.ndarray:
+    path = centroids_file(path)
     try:
         centroids = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -114,7 +122,8 @@ class ClusterStage:
         params["id_column"] = self.id_column
         params["dim"] = self.dim
         if self.config.centroids:
-            digest = hashlib.sha256(Path(self.config.centroids).read_bytes()).hexdigest()
+            data = centroids_file(self.config.centroids).read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
             params.update(centroids_sha256=digest, k=None, niter=None, max_points_per_centroid=None)
         return params
 

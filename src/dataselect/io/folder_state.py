@@ -12,7 +12,13 @@ well-formed and its file is there with the recorded size and SHA-256 (how far is
 
 Artifacts (centroids, fitted models, tables beside the shards) are claimed the same way
 (``_shards/artifact-NAME.json`` while unfinished, the manifest's ``artifacts`` when
-complete). The shards were made with them, so a damaged artifact is a problem that leaves no
+complete). Their files have names standard Parquet readers skip (``artifact_file``): JSON
+summaries as ``_NAME.json``, data files in ``__artifacts__/``, so pandas, pyarrow, DuckDB's
+``*.parquet`` and ``datasets.load_dataset(FOLDER)`` read a stage folder as exactly its rows.
+Folders written before keep their artifacts at the bare names their records give, and are
+read as they are.
+
+The shards were made with the artifacts, so a damaged artifact is a problem that leaves no
 shard done: a resumed run refits and redoes them all rather than mix two fits.
 """
 
@@ -38,6 +44,33 @@ Action = Literal["run", "resume", "skip", "replace", "refuse"]
 Verify = Literal["exists", "size", "checksum"]
 RECORD_FIELDS = {"index": int, "file": str, "rows": int, "bytes": int, "sha256": str}
 ARTIFACT_FIELDS = {"file": str, "bytes": int, "sha256": str}
+# Data artifacts (Parquet, NumPy, models) live here: DuckDB's `*.parquet` glob takes any
+# Parquet file at the top, a leading `_` or not, but none in a folder; `datasets` skips a
+# folder whose name starts with `__` (and pyarrow any leading `_`).
+ARTIFACT_DIR = "__artifacts__"
+
+
+def artifact_file(name: str) -> str:
+    """Where artifact ``name`` is kept, relative to its stage folder: a JSON summary as
+    ``_NAME``, any other file as ``__artifacts__/NAME`` (both skipped by Parquet readers)."""
+    return f"_{name}" if name.endswith(".json") else f"{ARTIFACT_DIR}/{name}"
+
+
+def artifact_path(folder: Path, name: str) -> Path:
+    """Artifact ``name`` of a stage folder: where its manifest's record says, else where this
+    version writes it, else where versions before 0.2 wrote it (the bare name)."""
+    record = _manifest_artifacts(folder).get(name)
+    if isinstance(record, dict) and isinstance(record.get("file"), str):
+        return folder / record["file"]
+    current = folder / artifact_file(name)
+    return current if current.exists() or not (folder / name).exists() else folder / name
+
+
+def _manifest_artifacts(folder: Path) -> dict[str, Any]:
+    try:
+        return dict(read_manifest(folder).artifacts)
+    except (DataError, UsageError):
+        return {}
 
 
 def shard_name(index: int) -> str:
@@ -203,12 +236,12 @@ def _verified_artifacts(
         if not (
             isinstance(record, dict)
             and all(type(record.get(k)) is t for k, t in ARTIFACT_FIELDS.items())
-            and record["file"] == name
+            and record["file"] in (artifact_file(name), name)  # name: before 0.2
             and "/" not in name
         ):
             problems.append(f"{name}: a malformed artifact record")
             continue
-        if _intact(folder / name, record, problems, verify):
+        if _intact(folder / record["file"], record, problems, verify):
             verified[name] = record
     return verified
 
@@ -218,11 +251,11 @@ def _intact(path: Path, record: dict[str, Any], problems: list[str], verify: Ver
     its SHA-256); what is wrong goes to ``problems``."""
     problem = ""
     if not path.exists():
-        problem = f"{path.name} is missing"
+        problem = f"{record['file']} is missing"
     elif verify != "exists" and path.stat().st_size != record["bytes"]:
-        problem = f"{path.name} has {path.stat().st_size:,} bytes, not {record['bytes']:,}"
+        problem = f"{record['file']} has {path.stat().st_size:,} bytes, not {record['bytes']:,}"
     elif verify == "checksum" and file_sha256(path) != record["sha256"]:
-        problem = f"{path.name} does not match its checksum"
+        problem = f"{record['file']} does not match its checksum"
     if problem:
         problems.append(problem)
     return not problem
@@ -232,7 +265,7 @@ def artifact_bytes(folder: Path, name: str) -> bytes | None:
     """Artifact ``name`` of a complete stage folder, checked against the checksum its
     manifest records (folders written before artifacts were recorded: as found); None when
     the folder has no such file."""
-    path = folder / name
+    path = artifact_path(folder, name)
     if not path.exists():
         return None
     data = path.read_bytes()
@@ -252,10 +285,10 @@ def _verified(
     """The claimed shards whose file is there and intact; the others go to ``problems``."""
     done: dict[int, dict[str, Any]] = {}
     for record in claimed:
-        index, name = int(record["index"]), str(record["file"])
+        index = int(record["index"])
         if shards_total is not None and not 0 <= index < shards_total:
             continue  # a shard this run does not write (the input changed): not reused
-        if _intact(folder / name, record, problems, verify):
+        if _intact(folder / record["file"], record, problems, verify):
             done[index] = record
     return done
 

@@ -5,6 +5,7 @@ Layout while running (``FolderState`` reads it)::
     OUTPUT/_manifest.json          complete: false, the run's identity (written first)
     OUTPUT/_shards/part-00003.json one marker per finished shard (rows, sha256, seconds)
     OUTPUT/part-00003.parquet      finished shards (renamed into place, then marked)
+    OUTPUT/__artifacts__/centroids.npy an artifact (JSON ones: OUTPUT/_NAME.json)
     OUTPUT/_shards/artifact-centroids.npy.json   one marker per artifact (bytes, sha256)
 
 When every shard is done the manifest is rewritten with all shard and artifact records and
@@ -35,8 +36,10 @@ from dataselect.io.atomic import (
 )
 from dataselect.io.checksums import file_digests
 from dataselect.io.folder_state import (
+    ARTIFACT_DIR,
     MARKER_DIR,
     FolderState,
+    artifact_file,
     artifact_marker_name,
     marker_name,
     shard_name,
@@ -105,7 +108,9 @@ class StageOutput:
         state = FolderState.read(self.folder, self.manifest, self.overwrite, verify="checksum")
         if state.action == "refuse":
             raise state.refusal()
-        sweep_temporaries(self.folder, ["part-?????.parquet", MANIFEST_NAME, *self.artifacts])
+        files = [artifact_file(name) for name in self.artifacts]
+        sweep_temporaries(self.folder, ["part-?????.parquet", MANIFEST_NAME, *files])
+        sweep_temporaries(self.folder / ARTIFACT_DIR, ["*"])
         sweep_temporaries(self.folder / MARKER_DIR, ["part-?????.json", artifact_marker_name("*")])
         self.done = dict(state.done)
         self.artifacts_done = dict(state.artifacts)
@@ -127,14 +132,16 @@ class StageOutput:
         self._wrote_manifest = not resuming
         for record in self.done.values():  # shards kept from a complete run need markers now
             self._write_marker(record)
-        for record in self.artifacts_done.values():
-            self._write_marker(record, artifact_marker_name(str(record["file"])))
+        for name, record in self.artifacts_done.items():
+            self._write_marker(record, artifact_marker_name(name))
 
     def _set_aside_own_files(self) -> None:
         """Move the output being replaced into a hidden folder: a failed run puts it back
         (earlier valid output untouched), a finished one deletes it."""
-        own = [*self.folder.glob("part-*.parquet"), self.folder / MARKER_DIR]
-        own += [self.folder / name for name in (MANIFEST_NAME, *self.artifacts)]
+        top_level = {artifact_file(name) for name in self.artifacts} | set(self.artifacts)
+        names = [MANIFEST_NAME, MARKER_DIR, ARTIFACT_DIR, *sorted(top_level)]  # bare: before 0.2
+        own = [*self.folder.glob("part-*.parquet")]
+        own += [self.folder / name for name in names if "/" not in name]
         own = [path for path in own if path.exists()]
         if not own:
             return
@@ -205,9 +212,13 @@ class StageOutput:
     def write_artifact(self, name: str, data: bytes) -> Path:
         """Write a stage-level file (centroids, tables) atomically, then its marker (size,
         SHA-256), before the manifest."""
-        path = self.folder / name
-        record = {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        file = artifact_file(name)
+        path = self.folder / file
+        record = {"file": file, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         try:
+            if not path.parent.exists():
+                path.parent.mkdir()
+                self._written.append(path.parent)  # made by this run: removed on rollback
             write_bytes_atomic(path, data)
             self._written.append(path)
             self._written.append(self._write_marker(record, artifact_marker_name(name)))
@@ -219,7 +230,8 @@ class StageOutput:
     def saved_artifact(self, name: str) -> Path | None:
         """Artifact ``name`` as a resumed run finds it: only one whose size and SHA-256 match
         what the run that wrote it recorded (``FolderState``); None means make it anew."""
-        return self.folder / name if name in self.artifacts_done else None
+        record = self.artifacts_done.get(name)
+        return None if record is None else self.folder / str(record["file"])
 
     def _write_marker(self, record: dict[str, Any], name: str | None = None) -> Path:
         markers = self.folder / MARKER_DIR
@@ -268,8 +280,11 @@ class StageOutput:
 
     def rollback(self) -> None:
         """Undo this invocation's writes after an error (a crash keeps them for resume)."""
-        for path in reversed(self._written):
-            path.unlink(missing_ok=True)
+        for path in reversed(self._written):  # files, then the folders made for them
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
         if self._wrote_manifest:
             (self.folder / MANIFEST_NAME).unlink(missing_ok=True)
             shutil.rmtree(self.folder / MARKER_DIR, ignore_errors=True)

@@ -1,8 +1,8 @@
 """What a report shows, gathered from a selection (sample folder) and the stages behind it.
 
 Everything comes from files the stages already wrote: manifests (timings, rows, params),
-clusters.parquet (sizes), decisions.parquet (which rows were selected), the sample input's
-id, cluster, distance and score columns (every row), selection.json (metrics, rounds, arms),
+the cluster sizes, the decisions (which rows were selected), the sample input's
+id, cluster, distance and score columns (every row), _selection.json (metrics, rounds, arms),
 pulls.parquet, and a keyed sample of the embeddings for the 2-D picture. Memory: those
 small per-row columns plus at most ``PROJECTION_ROWS`` vectors.
 """
@@ -23,10 +23,12 @@ import pyarrow.parquet as pq
 from dataselect.errors import DataError, UsageError
 from dataselect.inspection import describe_stage, stage_folders
 from dataselect.io import checksums
+from dataselect.io.folder_state import artifact_path
 from dataselect.io.sources import open_input
 from dataselect.keyed import IdSet, row_keys
 from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
 from dataselect.numeric import one_blas_thread
+from dataselect.sampling.files import DECISIONS, PULLS, SELECTION
 
 PROJECTION_ROWS = 5_000  # corpus rows in the 2-D picture
 PROJECTION_SELECTED = 2_000  # selected rows in it
@@ -109,8 +111,10 @@ def _collect(path: str | Path, seed: int) -> ReportData:
     sample = read_manifest(selection_folder)
     if not sample.complete:
         raise DataError(f"{selection_folder}: the selection is not complete (rerun the stage)")
-    selection = json.loads((selection_folder / "selection.json").read_text())
-    decisions = pq.read_table(selection_folder / "decisions.parquet", columns=["id", "selected"])
+    selection = json.loads(artifact_path(selection_folder, SELECTION).read_text())
+    decisions = pq.read_table(
+        artifact_path(selection_folder, DECISIONS), columns=["id", "selected"]
+    )
     chosen = decisions.filter(decisions.column("selected")).column("id").combine_chunks()
     rows = _input_rows(Path(sample.input["path"]))
     selected = pc.is_in(rows.column("id"), value_set=chosen).to_numpy(zero_copy_only=False)
@@ -133,8 +137,8 @@ def _collect(path: str | Path, seed: int) -> ReportData:
     }
     if "embed" in by_stage:
         _project(data, by_stage["embed"], rows.column("id").combine_chunks(), seed)
-    if (selection_folder / "pulls.parquet").exists():
-        data.pulls = pq.read_table(selection_folder / "pulls.parquet")
+    if artifact_path(selection_folder, PULLS).exists():
+        data.pulls = pq.read_table(artifact_path(selection_folder, PULLS))
     checksums.verify_expected()  # the folders it read are as their manifests say
     return data
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
+from dataselect.manifest import MANIFEST_NAME
 from dataselect.report.collect import ReportData, collect
 from dataselect.report.plots import HEIGHT_PX, PLOTS, WIDTH_PX
 
@@ -33,7 +34,7 @@ def make_report(
     path: str | Path, output: str | Path | None = None, seed: int = 0
 ) -> dict[str, Any]:
     """Write the report of the selection in ``path`` (a sample or run folder); returns a summary."""
-    target = Path(output) if output else Path(path) / REPORT_NAME
+    target = Path(output) if output else default_target(Path(path))
     refuse_to_overwrite(target)
     data = collect(path, seed=seed)
     images: dict[str, bytes] = {}
@@ -41,7 +42,7 @@ def make_report(
         png = plot(data)
         if png is not None:
             images[name] = png
-    plots_folder = target.parent / PLOTS_FOLDER
+    plots_folder = plots_folder_of(target)
     try:
         plots_folder.mkdir(parents=True, exist_ok=True)
         for name, png in images.items():
@@ -57,6 +58,20 @@ def make_report(
     }
 
 
+def default_target(folder: Path) -> Path:
+    """report.html in a run folder; _report.html in a stage folder, whose other files Parquet
+    readers must be able to skip (a leading `_`)."""
+    return folder / (f"_{REPORT_NAME}" if (folder / MANIFEST_NAME).exists() else REPORT_NAME)
+
+
+def plots_folder_of(target: Path) -> Path:
+    """The PNGs' folder beside the report; beside a `_report.html`, a folder that Parquet
+    readers and `datasets` skip (`__NAME__`: `datasets` would take a folder of PNGs for
+    images)."""
+    hidden = target.name.startswith("_")
+    return target.parent / (f"__{PLOTS_FOLDER}__" if hidden else PLOTS_FOLDER)
+
+
 def refuse_to_overwrite(target: Path) -> None:
     """Write only where nothing is, or over a report this command wrote (and its plots):
     never over a part file, an input or any other file of the user's."""
@@ -65,7 +80,7 @@ def refuse_to_overwrite(target: Path) -> None:
     if target.exists() and not _is_report(target):
         raise UsageError(f"{target}: exists and is not a dataselect report; choose another "
                          "--output")  # fmt: skip
-    plots = target.parent / PLOTS_FOLDER
+    plots = plots_folder_of(target)
     ours = {f"{name}.png" for name in PLOTS}
     if plots.exists() and (not plots.is_dir() or any(p.name not in ours for p in plots.iterdir())):
         raise UsageError(f"{plots}: exists and holds files that are not this report's plots; "

@@ -35,10 +35,9 @@ from dataselect.errors import DataError, UsageError
 from dataselect.io.folder_state import artifact_bytes
 from dataselect.io.output import StageOutput
 from dataselect.options import at_least, option
+from dataselect.sampling.files import PULLS
 from dataselect.sampling.strategies import Pool, Selection
 from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, StrategyTraits
-
-PULLS = "pulls.parquet"  # the pull log, beside the selection
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 User feedback: a Parquet file or folder, or JSONL, with an id column and a numeric score
 (higher = better: give -loss, not loss). It is normalised to (id, score) sorted by id and
-stored in the selection folder as feedback/round-NNNN.parquet; its SHA-256 joins the
+stored in the selection folder as _feedback/round-NNNN.parquet; its SHA-256 joins the
 selection's parameters, so each round's output says which feedback made it.
 
 Probe feedback (--feedback probe): the rows selected so far are cut into folds by their
@@ -55,13 +55,17 @@ class Feedback:
 FeedbackSource = Callable[[int, np.ndarray], "Feedback | None"]
 
 
-FEEDBACK_DIR = "feedback"
+FEEDBACK_DIR = "_feedback"  # skipped by Parquet readers, as the stage's own artifacts are
 PROBE_FEEDBACK_STREAM = 4  # keyed-randomness stream of the probe's folds
 PROBE_L2 = 1e-3
 
 
 def feedback_path(folder: Path, round_: int) -> Path:
-    return folder / FEEDBACK_DIR / f"round-{round_:04d}.parquet"
+    """Where refine keeps round ``round_``'s feedback (a selection refined before 0.2: in
+    ``feedback/``, where it is still read)."""
+    path = folder / FEEDBACK_DIR / f"round-{round_:04d}.parquet"
+    legacy = folder / FEEDBACK_DIR.lstrip("_") / path.name
+    return legacy if legacy.exists() and not path.exists() else path
 
 
 def normalised_feedback(path: str | Path, score_column: str, id_type: pa.DataType) -> bytes:

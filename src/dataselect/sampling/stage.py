@@ -4,8 +4,9 @@ INPUT is a cluster (or later score) stage folder. Its id / cluster / distance / 
 columns are read into memory (a few bytes per row), a strategy picks exactly the budget,
 and the chosen rows are written with all their original columns, found by following the
 manifests back to the source data: OUTPUT part i holds the chosen rows of source shard i,
-so a selection is itself a dataset folder. Beside them: decisions.parquet (every row: id,
-cluster, score, selected, reason) and selection.json (parameters, counts, metrics).
+so a selection is itself a dataset folder. Beside them, under names Parquet readers skip:
+__artifacts__/decisions.parquet (every row: id, cluster, score, selected, reason) and
+_selection.json (parameters, counts, metrics).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 from dataselect.clustering.kmeans import SAMPLE_STREAM
 from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
+from dataselect.io.folder_state import artifact_path
 from dataselect.io.ids import batch_ids, derived_ids
 from dataselect.io.lock import writing
 from dataselect.io.output import StageOutput
@@ -35,6 +37,7 @@ from dataselect.lineage import trace_lineage
 from dataselect.manifest import MANIFEST_NAME, read_manifest
 from dataselect.sampling.config import SampleConfig
 from dataselect.sampling.feedback import digest, feedback_path, normalised_feedback
+from dataselect.sampling.files import DECISIONS, SELECTION
 from dataselect.sampling.iterative import IterativeStrategy
 from dataselect.sampling.metrics import (
     cluster_coverage,
@@ -57,8 +60,6 @@ from dataselect.sampling.streaming import (
 )
 from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
-DECISIONS = "decisions.parquet"
-SELECTION = "selection.json"
 METRICS_SAMPLE_ROWS = 20_000
 READ_ROWS = 1 << 14  # the read batch of the write-out (source rows) and the Vendi pass
 WRITE_ROWS = 1 << 16  # the most chosen rows in one row group of an output part
@@ -567,7 +568,7 @@ def refine(
 ) -> StageResult:
     """Run the next round of an iterative selection with ``feedback`` on its rows so far.
 
-    The feedback is stored in OUTPUT/feedback/ and its digest joins the selection's
+    The feedback is stored in OUTPUT/_feedback/ and its digest joins the selection's
     parameters; then the sample stage reruns with them, replacing the previous round's files
     (the stored feedback of every earlier round replays it). Giving the feedback of the last
     round again is a no-op; after a crash it finishes that round.
@@ -613,7 +614,7 @@ def refine(
 
 def _check_feedback_ids(folder: Path, data: bytes, feedback: str | Path) -> None:
     """Refuse feedback that names none of the selected rows, before anything is replaced."""
-    decisions = pq.read_table(folder / DECISIONS, columns=["id", "selected"])
+    decisions = pq.read_table(artifact_path(folder, DECISIONS), columns=["id", "selected"])
     selected = decisions.filter(decisions.column("selected")).column("id")
     ids = pq.read_table(pa.BufferReader(data), columns=["id"]).column("id")
     if not pc.any(pc.is_in(ids, value_set=selected.combine_chunks())).as_py():
