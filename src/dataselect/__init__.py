@@ -19,6 +19,8 @@ _EXPORTS = {
     "cluster": "dataselect.clustering.stage",
     "EmbedConfig": "dataselect.embedding.config",
     "embed": "dataselect.embedding.stage",
+    "DedupConfig": "dataselect.dedup.config",
+    "dedup": "dataselect.dedup.stage",
     "ScoreConfig": "dataselect.scoring.config",
     "score": "dataselect.scoring.stage",
     "SampleConfig": "dataselect.sampling.config",
@@ -52,6 +54,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from dataselect.clustering.config import ClusterConfig
     from dataselect.clustering.stage import cluster
+    from dataselect.dedup.config import DedupConfig
+    from dataselect.dedup.stage import dedup
     from dataselect.embedding.config import EmbedConfig
     from dataselect.embedding.stage import embed
     from dataselect.evaluation import evaluate
@@ -69,6 +73,7 @@ __all__ = [
     "ClusterConfig",
     "DataError",
     "DataselectError",
+    "DedupConfig",
     "EmbedConfig",
     "Manifest",
     "SampleConfig",
@@ -76,6 +81,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "cluster",
+    "dedup",
     "describe",
     "embed",
     "evaluate",

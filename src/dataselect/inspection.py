@@ -18,7 +18,7 @@ from dataselect.errors import DataError, UsageError
 from dataselect.io.folder_state import MARKER_DIR, FolderState
 from dataselect.manifest import MANIFEST_NAME, read_manifest
 
-PIPELINE_ORDER = ("embed", "cluster", "score", "sample")
+PIPELINE_ORDER = ("embed", "cluster", "score", "dedup", "sample")
 
 
 def stage_folders(folder: Path) -> list[Path]:

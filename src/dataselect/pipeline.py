@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from dataselect.clustering.config import ClusterConfig
+from dataselect.dedup.config import DedupConfig
 from dataselect.embedding.config import EmbedConfig
 from dataselect.errors import UsageError
 from dataselect.io.lock import writing
@@ -71,6 +72,8 @@ PIPELINE = (
               "dataselect.clustering.estimate:estimate_cluster"),
     StageSpec("score", ScoreConfig, "dataselect.scoring.stage:score",
               "dataselect.scoring.estimate:estimate_score", optional=True),
+    StageSpec("dedup", DedupConfig, "dataselect.dedup.stage:dedup",
+              "dataselect.dedup.estimate:estimate_dedup", optional=True),
     StageSpec("sample", SampleConfig, "dataselect.sampling.stage:sample",
               "dataselect.sampling.estimate:estimate_sample"),
 )  # fmt: skip
@@ -115,6 +118,8 @@ def resolve_paths(config: dict[str, Any], base: Path) -> None:
     declared a path. (A --set value is taken as given: relative to the current folder.)"""
 
     def resolved(value: Any) -> Any:
+        if isinstance(value, list):  # a repeatable path option
+            return [resolved(item) for item in value]
         if isinstance(value, str) and value and "://" not in value:
             return value if Path(value).is_absolute() else os.path.normpath(base / value)
         return value

@@ -116,6 +116,22 @@ SCORE_EPILOG = (
     + ", ".join(a for s in SCORERS for a in s.artifacts)
     + "), reused when a run resumes."
 )
+DEDUP_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect dedup runs/cluster runs/dedup\n\n"
+    "  dataselect dedup runs/cluster runs/dedup --method exact,minhash,semantic --eps 0.05\n\n"
+    "  dataselect dedup runs/cluster runs/dedup --method minhash --threshold 0.8 "
+    "--ngram 3 --ngram-unit word\n\n"
+    "  dataselect dedup runs/cluster runs/dedup --against test.parquet --against dev.jsonl\n\n"
+    "  dataselect sample runs/dedup runs/selection --budget 5%   (draws only kept rows)\n\n"
+    "Methods run in order (exact, minhash, semantic); a row dropped by one is not compared "
+    "again. The row of a group that is kept is the first in keyed order (semantic: the "
+    "closest to its centroid, or the highest --score-column), so results do not depend on "
+    "sharding or engine. OUTPUT gets part-NNNNN.parquet (id, the input's cluster, distance "
+    "and score columns, keep, duplicate_of: the kept row's id, similarity, dedup_method, "
+    "contaminated_by: the evaluation row matched) and __artifacts__/duplicates.parquet; the "
+    "summary counts the rows each method dropped."
+)
 SAMPLE_EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  dataselect sample runs/cluster runs/selection --strategy kmeans-closest --budget 1000\n\n"
@@ -161,6 +177,15 @@ app.command(name="score", epilog=SCORE_EPILOG)(
         "Raw data or a stage folder (cluster, embed).",
         "Output stage folder.",
         ("Stage options", "Scorer options"),
+    )
+)
+app.command(name="dedup", epilog=DEDUP_EPILOG)(
+    stage_command(
+        SPECS["dedup"],
+        "Mark duplicate rows (exact, near, semantic) and rows found in evaluation sets.",
+        "A stage folder (cluster or score; embed for exact and minhash only).",
+        "Output stage folder.",
+        STAGE_PANELS,
     )
 )
 app.command(name="sample", epilog=SAMPLE_EPILOG)(

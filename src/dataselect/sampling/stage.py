@@ -61,6 +61,7 @@ from dataselect.sampling.streaming import (
 from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
 METRICS_SAMPLE_ROWS = 20_000
+KEEP_COLUMN = "keep"  # a dedup stage's verdict: rows with keep false are never drawn
 READ_ROWS = 1 << 14  # the read batch of the write-out (source rows) and the Vendi pass
 WRITE_ROWS = 1 << 16  # the most chosen rows in one row group of an output part
 
@@ -139,8 +140,11 @@ class SampleStage:
         self.strategy = config.make_strategy()
         if isinstance(self.strategy, AdaptiveStrategy):
             self.strategy.prepare(dataset)
-        # one-shot strategies stream; the adaptive ones and token budgets hold the pool
-        self.streams = self.strategy.traits.streams and config.budget_tokens is None
+        # one-shot strategies stream; the adaptive ones, token budgets and a dedup stage's
+        # input (only its kept rows are drawn) hold the pool
+        self.deduplicated = KEEP_COLUMN in dataset.schema.names
+        self.streams = (self.strategy.traits.streams and config.budget_tokens is None
+                        and not self.deduplicated)  # fmt: skip
         self.tokens_selected: int | None = None
         if self.streams:
             self.budget = parse_budget(config.budget, dataset.rows or 0)
@@ -168,7 +172,7 @@ class SampleStage:
         """The small per-row columns of every shard, in id order; duplicate ids are refused."""
         wanted = ["id"] + [
             c
-            for c in ("cluster", "distance", self.config.score_column)
+            for c in ("cluster", "distance", self.config.score_column, KEEP_COLUMN)
             if c and c in self.dataset.schema.names
         ]
         tables = [
@@ -187,6 +191,13 @@ class SampleStage:
             if pc.any(same).as_py():
                 dup = ids[int(pc.index(same, True).as_py())].as_py()
                 raise DataError(f"{self.dataset.path}: duplicate id {dup!r} across shards")
+        if self.deduplicated:  # a dedup stage's rows: only the kept ones are drawn
+            kept = pc.fill_null(table.column(KEEP_COLUMN), False)
+            table = table.filter(kept)
+            self.pool_positions = table.select(["shard", "row"])
+            ids = table.column("id").combine_chunks()
+            if not len(ids):
+                raise DataError(f"{self.dataset.path}: no row is kept")
         pool = Pool(keys=row_keys(ids, self.config.seed, SELECT_STREAM))
         if "cluster" in table.column_names:
             pool.cluster = table.column("cluster").to_numpy().astype(np.int32)
@@ -230,6 +241,8 @@ class SampleStage:
                 offset += batch.num_rows
         table = pa.table({"id": pa.concat_arrays(ids), "tokens": np.concatenate(counts)})
         table = table.sort_by([("id", "ascending")])
+        if self.deduplicated:
+            table = table.filter(pc.is_in(table.column("id"), value_set=self.ids))
         if not table.column("id").combine_chunks().equals(self.ids):
             raise DataError(f"{source.path}: its rows no longer match {self.dataset.path}")
         tokens = table.column("tokens").to_numpy().astype(np.float64)
