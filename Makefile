@@ -43,12 +43,14 @@ test: lint browser
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python scripts/bench/embed.py
 	$(BIN)/python scripts/bench/parquet_codecs.py
 	$(BIN)/python scripts/bench/cluster.py
 	$(BIN)/python scripts/bench/selection_quality.py
 	$(BIN)/python scripts/bench/adaptive.py
 	$(BIN)/python scripts/bench/scorers.py
+	$(BIN)/python scripts/bench/dedup.py
 	$(BIN)/python scripts/bench/dry_run.py
 	$(BIN)/python scripts/bench/crash.py
 	$(BIN)/python scripts/bench/crash.py --overlap

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -59,30 +60,57 @@ def candidate_pairs(
     matrix: np.ndarray, rows: np.ndarray, threshold: float, queries: np.ndarray | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Pairs (a, b, estimated Jaccard >= threshold) among ``rows`` of ``matrix`` (row
-    numbers), in batches; with ``queries``, pairs of a query row and an indexed row."""
-    from datasketch import LeanMinHash, MinHashLSH
+    numbers), in batches; with ``queries``, pairs of a query row and an indexed row.
 
-    num_perm = matrix.shape[1]
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    datasketch chooses the bands (b bands of r slots) for the threshold; the index is built
+    for two bands at a time (a two-band MinHashLSH over their slots: datasketch wants two at
+    least), so it holds two bands of every row, not b: datasketch keeps each band's key in
+    Python dicts, several hundred bytes a row a band. A pair found in several bands is given
+    once for each (the verdicts do not depend on it)."""
+    from datasketch import MinHashLSH
 
-    def sketch(row: int) -> LeanMinHash:
-        return LeanMinHash(seed=0, hashvalues=matrix[row].astype(np.uint64), scheme="legacy")
-
-    with lsh.insertion_session(buffer_size=LSH_BATCH) as session:
-        for row in rows.tolist():
-            session.insert(row, sketch(row), check_duplication=False)
+    bands, slots = _bands(threshold, matrix.shape[1])
     asked = rows if queries is None else queries
-    for start in range(0, len(asked), LSH_BATCH):
-        a_list: list[int] = []
-        b_list: list[int] = []
-        for row in asked[start : start + LSH_BATCH].tolist():
-            for other in lsh.query(sketch(row)):
-                if other != row and (queries is not None or other < row):  # each pair once
-                    a_list.append(row)
-                    b_list.append(other)
-        if not a_list:
-            continue
-        a, b = np.asarray(a_list, dtype=np.int64), np.asarray(b_list, dtype=np.int64)
-        similarity = (matrix[a] == matrix[b]).mean(axis=1, dtype=np.float32)
-        near = similarity >= threshold
-        yield a[near], b[near], similarity[near]
+    for first in range(0, bands, 2):
+        pair = [first, min(first + 1, bands - 1)]  # an odd last band is indexed twice
+        part = np.concatenate([np.arange(b * slots, (b + 1) * slots) for b in pair])
+        lsh = MinHashLSH(num_perm=2 * slots, params=(2, slots))
+        with lsh.insertion_session(buffer_size=LSH_BATCH) as session:
+            for row in rows.tolist():
+                session.insert(row, _sketch(matrix[row, part]), check_duplication=False)
+        for start in range(0, len(asked), LSH_BATCH):
+            a_list: list[int] = []
+            b_list: list[int] = []
+            for row in asked[start : start + LSH_BATCH].tolist():
+                for other in lsh.query(_sketch(matrix[row, part])):
+                    if other != row and (queries is not None or other < row):
+                        a_list.append(row)
+                        b_list.append(other)
+            if a_list:
+                yield _verified(matrix, a_list, b_list, threshold)
+        del lsh
+
+
+def _bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """The (bands, slots per band) datasketch picks for ``threshold``: it weighs false
+    positives and false negatives equally."""
+    from datasketch import MinHashLSH
+
+    chosen = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return int(chosen.b), int(chosen.r)
+
+
+def _sketch(values: np.ndarray) -> Any:
+    from datasketch import LeanMinHash
+
+    return LeanMinHash(seed=0, hashvalues=values.astype(np.uint64), scheme="legacy")
+
+
+def _verified(
+    matrix: np.ndarray, a_list: list[int], b_list: list[int], threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidate pairs whose estimated Jaccard (share of equal slots) is >= threshold."""
+    a, b = np.asarray(a_list, dtype=np.int64), np.asarray(b_list, dtype=np.int64)
+    similarity = (matrix[a] == matrix[b]).mean(axis=1, dtype=np.float32)
+    near = similarity >= threshold
+    return a[near], b[near], similarity[near]
