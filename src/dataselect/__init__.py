@@ -32,6 +32,7 @@ _EXPORTS = {
     "load_config": "dataselect.pipeline",
     "run_pipeline": "dataselect.pipeline",
     "evaluate": "dataselect.evaluation",
+    "export": "dataselect.export",
     "describe": "dataselect.inspection",
     "make_report": "dataselect.report",
     "plan_run": "dataselect.pipeline",
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from dataselect.embedding.config import EmbedConfig
     from dataselect.embedding.stage import embed
     from dataselect.evaluation import evaluate
+    from dataselect.export import export
     from dataselect.inspection import describe
     from dataselect.io.sources import open_input
     from dataselect.manifest import Manifest, read_manifest
@@ -85,6 +87,7 @@ __all__ = [
     "describe",
     "embed",
     "evaluate",
+    "export",
     "load_config",
     "make_report",
     "open_input",

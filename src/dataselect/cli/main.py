@@ -237,6 +237,21 @@ EVAL_EPILOG = (
 )
 
 
+EXPORT_EPILOG = (
+    "[bold]Examples[/bold]\n\n"
+    "  dataselect export runs/selection train.jsonl.d --format jsonl --compression zstd\n\n"
+    "  dataselect export runs/selection out/parquet --format parquet --shards 8\n\n"
+    "  dataselect export runs/selection out/hf --format hf --columns text,label\n"
+    "  (then: datasets.load_from_disk('out/hf'))\n\n"
+    "OUTPUT is a folder of N files of nearly equal size (none empty): "
+    "part-NNNNN-of-NNNNN.jsonl[.gz|.zst] or .parquet, or a datasets save_to_disk folder "
+    "that keeps the source's features (ClassLabel names, nested types) when the source was "
+    "a datasets folder. It is written beside OUTPUT and moved into place when complete; a "
+    "rerun with the same selection and options does nothing, one with others is refused "
+    "unless --overwrite."
+)
+
+
 REPORT_EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  dataselect report runs/demo                (a run folder of `dataselect run`)\n\n"
@@ -362,6 +377,39 @@ def eval_command(
         emit_summary(report, True, False)
     else:
         print(format_table(report))
+
+
+@app.command(epilog=EXPORT_EPILOG)
+def export(
+    selection: Annotated[Path, typer.Argument(help="A sample (selection) folder.")],
+    output: Annotated[Path, typer.Argument(help="Folder to write the files into.")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="jsonl, parquet or hf (datasets save_to_disk).")
+    ] = "jsonl",
+    shards: Annotated[int, typer.Option(help="Number of files (at most one per row).")] = 1,
+    columns: Annotated[
+        str | None, typer.Option(help="Columns to export, comma-separated \\[default: all].")
+    ] = None,
+    compression: Annotated[str, typer.Option(help="jsonl: none, gzip or zstd.")] = "none",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an OUTPUT that holds another export.")
+    ] = False,
+    quiet: Quiet = False,
+    json_summary: JsonSummary = False,
+    debug: Debug = False,
+) -> None:
+    """Write a selection's rows as JSONL, Parquet or a datasets folder, ready for training."""
+    from dataselect.export import export as export_selection
+
+    names = tuple(c.strip() for c in (columns or "").split(",") if c.strip())
+    summary = run_command(debug, lambda: export_selection(
+        selection, output, format, shards, names, compression, overwrite))  # fmt: skip
+    if json_summary:
+        emit_summary(summary, True, quiet)
+    elif not quiet:
+        done = "already exported" if summary["already_done"] else "wrote"
+        print(f"{done} {summary['rows']:,} rows in {len(summary['files'])} files -> "
+              f"{summary['output']}", file=sys.stderr)  # fmt: skip
 
 
 @app.command(epilog=REPORT_EPILOG)
