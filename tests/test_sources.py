@@ -182,3 +182,37 @@ def test_bad_text_inputs_are_one_line(tmp_path: Path) -> None:
     scalar.write_text("[1, 2]")
     with pytest.raises(DataError, match="record 1: a record must be an object"):
         open_input(scalar)
+
+
+def test_chat_messages_as_text(cli, tmp_path: Path) -> None:
+    """A list<struct<content, role>> column (either field order) reads as one `role:
+    content` line per message, with --text-column or in a --template."""
+    messages = [
+        [{"content": "What is 2+2?", "role": "user"}, {"content": "4.", "role": "assistant"}],
+        [{"content": "Name a colour.", "role": "user"}, {"content": "Blue", "role": "assistant"}],
+    ]
+    rows = {"id": ["a", "b"], "messages": messages, "tags": [["x", "y"], []]}
+    pq.write_table(pa.table(rows), tmp_path / "chat.parquet")
+    from dataselect.embedding.text import TextSpec
+
+    dataset = open_input(tmp_path / "chat.parquet")
+    shard = dataset.shards[0]
+    batch = next(shard.iter_batches(["messages", "tags"]))
+    spec = TextSpec("messages")
+    spec.validate(dataset)
+    assert spec.texts(batch, shard, 0)[0] == "user: What is 2+2?\nassistant: 4."
+    template = TextSpec(template="{messages}\n[{tags}]")
+    assert template.texts(batch, shard, 0) == [
+        "user: What is 2+2?\nassistant: 4.\n[x\ny]",
+        "user: Name a colour.\nassistant: Blue\n[]",
+    ]
+    result = cli("embed", tmp_path / "chat.parquet", tmp_path / "e", "-e", "hashing",
+                 "--template", "{messages}", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_stdin_is_refused_with_a_reason(cli, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="stdin"):
+        open_input("-")
+    result = cli("embed", "-", tmp_path / "e", "-e", "hashing")
+    assert result.exit_code == 2 and "save it first" in result.output

@@ -40,7 +40,7 @@ class TextSpec:
         dataset.require_columns(self.columns, what="text column")
         for name in self.columns:
             kind = dataset.schema.field(name).type
-            if not (_is_text(kind) or pa.types.is_null(kind)):
+            if not (is_text_like(kind) or pa.types.is_null(kind)):
                 raise DataError(
                     f"{dataset.path}: column '{name}' is {kind}, not text "
                     "(use --vector-column for precomputed vectors)"
@@ -54,9 +54,9 @@ class TextSpec:
             if values.null_count:
                 row = shard.first_row + offset + int(pc.index(pc.is_null(values), True).as_py())
                 raise DataError(f"{shard.path}: null text in column '{name}' at row {row}")
-            if not _is_text(values.type):
+            if not is_text_like(values.type):
                 raise DataError(f"{shard.path}: column '{name}' holds {values.type}, not text")
-            columns[name] = values.to_pylist()
+            columns[name] = rendered(values)
         if self.template is None:
             return columns[self.column]
         rows = [
@@ -67,6 +67,46 @@ class TextSpec:
 
 def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind)
+
+
+def is_text_like(kind: pa.DataType) -> bool:
+    """Text, a list of texts, or a chat: a list of structs of text fields (e.g. messages:
+    list<struct<role, content>>)."""
+    if _is_text(kind):
+        return True
+    if not _is_list(kind):
+        return False
+    item = kind.value_type
+    if pa.types.is_struct(item):
+        return any(_is_text(item.field(i).type) for i in range(item.num_fields))
+    return _is_text(item)
+
+
+def rendered(values: pa.Array) -> list[str]:
+    """A text column's values as text. A list of texts is joined by newlines; a chat (a list
+    of structs) is one line per message, ``role: content`` (with no role or content field:
+    its text fields in order, joined by ": "; empty ones left out), joined by newlines."""
+    if _is_text(values.type):
+        return [str(v) for v in values.to_pylist()]
+    item = values.type.value_type
+    names = [item.field(i).name for i in range(item.num_fields)
+             if _is_text(item.field(i).type)] if pa.types.is_struct(item) else []  # fmt: skip
+    if "content" in names:  # chats store {content, role} in either order: role first
+        names = [n for n in ("role", "content") if n in names]
+    out = []
+    for row in values.to_pylist():
+        lines = []
+        for entry in row or []:
+            if isinstance(entry, dict):
+                lines.append(": ".join(str(entry[n]) for n in names if entry.get(n)))
+            elif entry is not None:
+                lines.append(str(entry))
+        out.append("\n".join(lines))
+    return out
 
 
 def unescape_template(template: str) -> str:

@@ -176,11 +176,23 @@ def check_source(dataset: InputDataset, recorded: object, what: str) -> None:
                          "checksum differs)")  # fmt: skip
 
 
+STDIN = "-"
+# Refused rather than half-supported: stages after embed read the source again (score for
+# text and labels, sample to write the chosen rows), and resume checks its checksums.
+STDIN_REFUSAL = (
+    "INPUT '-': reading stdin is not supported: later stages read the source again (the "
+    "sample stage writes the chosen rows from it) and a resumed run checks it; save it "
+    "first, e.g. `... > data.jsonl`, and give that file"
+)
+
+
 def open_input(path: str | Path, shard_rows: int = DEFAULT_SHARD_ROWS) -> InputDataset:
     """Open a Parquet folder/file/glob, JSONL/JSON/CSV/TSV file(s) (also compressed), a
     `datasets` folder or a stage folder."""
     if shard_rows < 1:
         raise UsageError("--shard-rows must be at least 1")
+    if str(path) == STDIN:
+        raise UsageError(STDIN_REFUSAL)
     try:
         return _open_input(path, shard_rows)
     except OSError as exc:  # a folder or file this user may not read, a vanished file
