@@ -224,6 +224,7 @@ def run_summary(results: list[StageResult]) -> dict[str, Any]:
         "rows_in": embedded.rows,
         "clusters": clustered.manifest.outputs.get("k"),
         "rows_selected": selected.rows,
+        **({"rows_kept": outputs["rows_kept"]} if "rows_kept" in outputs else {}),
         "cluster_coverage": outputs.get("cluster_coverage"),
         "vendi_selected": outputs.get("vendi_selected"),
         "vendi_corpus": outputs.get("vendi_corpus"),

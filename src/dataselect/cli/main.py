@@ -40,7 +40,8 @@ app = typer.Typer(
     name="dataselect",
     help=(
         "Pick a small, diverse, high-value subset of a large training corpus.\n\n"
-        "Stages read and write folders of Parquet shards: embed -> cluster -> score -> sample. "
+        "Stages read and write folders of Parquet shards: embed -> cluster -> score -> dedup -> "
+        "sample; export writes a selection for training. "
         "Exit codes: 0 ok, 1 data or runtime error, 2 usage error."
     ),
     no_args_is_help=True,
@@ -323,7 +324,7 @@ def run_config(
     debug: Debug = False,
     wait: Wait = 0.0,
 ) -> None:
-    """Run the whole pipeline from a config: embed -> cluster -> score (if any) -> sample."""
+    """Run the whole pipeline from a config: embed, cluster, score and dedup (if any), sample."""
     from dataselect.pipeline import load_config, plan_run, run_pipeline, run_summary
 
     engines = EngineOptions(engine, ray_address, workers)
@@ -341,7 +342,9 @@ def run_config(
         emit_summary(summary, True, quiet)
     elif not quiet:  # on stderr, as every command's: stdout is for --json
         print(
-            f"rows in {summary['rows_in']:,}, clusters {summary['clusters']}, rows selected "
+            f"rows in {summary['rows_in']:,}"
+            + (f" ({summary['rows_kept']:,} kept by dedup)" if "rows_kept" in summary else "")
+            + f", clusters {summary['clusters']}, rows selected "
             f"{summary['rows_selected']:,}, coverage {summary['cluster_coverage']}, "
             f"Vendi q1 selected {summary['vendi_selected']['q1']} "
             f"(corpus {summary['vendi_corpus']['q1']}) -> {summary['selection']}",

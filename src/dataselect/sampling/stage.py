@@ -399,6 +399,8 @@ class SampleStage:
         }
         if self.tokens_selected is not None:
             facts["tokens_selected"] = self.tokens_selected
+        if self.deduplicated:  # drawn from the kept rows only
+            facts["rows_kept"] = len(self.ids)
         report = {"strategy": self.config.strategy, "params": self.params(), **facts}
         output.write_artifact(
             SELECTION, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode()
