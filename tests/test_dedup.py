@@ -15,8 +15,8 @@ from conftest import DATASETS, needs_datasets, run_process, shard_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataselect.dedup.groups import NO_ROW, exact_groups, keep_first
-from dataselect.dedup.text import normalised, parse_normalisations, text_hashes
+from dataselect.deduplication.groups import NO_ROW, exact_groups, keep_first
+from dataselect.deduplication.text import normalised, parse_normalisations, text_hashes
 from dataselect.engine.base import CRASH_AFTER_ENV
 
 FILLERS = ("please", "really", "just", "actually")
@@ -133,17 +133,19 @@ def test_a_selection_of_deduplicated_rows_has_no_repeated_text(cli, tmp_path: Pa
 
 def test_decontamination_names_the_evaluation_row(cli, corpus: Path, tmp_path: Path) -> None:
     rows = pq.read_table(corpus).to_pandas()
-    texts = [rows.text[3], rows.text[7].upper() + "!", "unrelated"]
-    evaluation = pd.DataFrame({"id": [100, 101, 102], "text": texts})
+    texts = [rows.text[3], rows.text[7].upper() + "!", "unrelated", rows.text[11] + " zz"]
+    evaluation = pd.DataFrame({"id": [100, 101, 102, 103], "text": texts})
     evaluation.to_parquet(tmp_path / "eval.parquet")
     out = pipeline(cli, corpus, tmp_path / "run", "--against", tmp_path / "eval.parquet")
     table = verdicts(out)
     assert table.loc[rows.id[3], "contaminated_by"] == "eval.parquet:100"
     assert table.loc[rows.id[7], "contaminated_by"] == "eval.parquet:101"
+    assert table.loc[rows.id[11], "contaminated_by"] == "eval.parquet:103"  # a near copy
     assert not table.loc[rows.id[3], "keep"] and table.loc[rows.id[3], "dedup_method"] == "exact"
-    assert table.contaminated_by.notna().sum() == 2
+    assert table.loc[rows.id[11], "dedup_method"] == "minhash"
+    assert table.contaminated_by.notna().sum() == 3
     summary = json.loads((out / "_manifest.json").read_text())["outputs"]["dedup"]
-    assert summary["contaminated"] == {"eval.parquet": 2}
+    assert summary["contaminated"] == {"eval.parquet": 3}
 
 
 def test_semantic_keeps_the_row_closest_to_its_centroid(cli, tmp_path: Path) -> None:
@@ -173,6 +175,19 @@ def test_semantic_keeps_the_row_closest_to_its_centroid(cli, tmp_path: Path) -> 
         kept = pair[0] if table.loc[pair[0], "keep"] else pair[1]
         assert distance[kept] <= distance[[p for p in pair if p != kept][0]]
     assert (table.dedup_method == "semantic").sum() == 20
+    # decontamination against an embed folder of vectors close to three rows
+    near = [vectors[k] + 1e-3 * rng.standard_normal(16) for k in (50, 60, 70)]
+    pq.write_table(pa.table({"id": ["e1", "e2", "e3"], "vec": [v.tolist() for v in near]}),
+                   tmp_path / "eval.parquet")  # fmt: skip
+    assert cli("embed", tmp_path / "eval.parquet", tmp_path / "eval", "--vector-column", "vec",
+               "-q").exit_code == 0  # fmt: skip
+    result = cli("dedup", run / "cluster", run / "decontaminated", "--method", "semantic",
+                 "--eps", 0.01, "--against", tmp_path / "eval", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cleaned = verdicts(run / "decontaminated")
+    assert cleaned.loc[["v050", "v060", "v070"], "contaminated_by"].tolist() == [
+        "eval:e1", "eval:e2", "eval:e3"]  # fmt: skip
+    assert cleaned.contaminated_by.notna().sum() == 3
 
 
 def test_same_verdicts_whatever_the_sharding_and_after_a_kill(cli, corpus: Path, tmp_path: Path):

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dataselect.export import RECORD
+from dataselect.exporting import RECORD
 
 
 def read_all(path: Path) -> bytes:
@@ -122,11 +122,21 @@ def test_a_failed_export_leaves_nothing(cli, corpus, tmp_path: Path, monkeypatch
     def broken(*_: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("dataselect.export._publish", broken)
+    monkeypatch.setattr("dataselect.exporting._publish", broken)
     with pytest.raises(OSError):
-        from dataselect.export import export
+        from dataselect.exporting import export
 
         export(chosen, out)
     assert not out.exists()
     assert not list(tmp_path.glob(".export-*"))  # its work folder is gone too
     assert RECORD.startswith(".")  # the record is hidden from every reader
+
+
+def test_the_python_api_names_the_functions() -> None:
+    """`from dataselect import dedup, export` gives the functions (their modules are named
+    deduplication and exporting so that no submodule shadows them)."""
+    import dataselect
+    from dataselect import dedup, export
+
+    assert callable(dedup) and callable(export)
+    assert dataselect.export is export and dataselect.dedup is dedup

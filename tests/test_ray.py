@@ -10,10 +10,12 @@ from conftest import run_process, write_parquet_folder
 
 from dataselect import (
     ClusterConfig,
+    DedupConfig,
     EmbedConfig,
     SampleConfig,
     ScoreConfig,
     cluster,
+    dedup,
     embed,
     sample,
     score,
@@ -22,14 +24,15 @@ from dataselect.engine import use_engine
 
 
 def pipeline(corpus: Path, root: Path) -> list[Path]:
-    folders = [root / name for name in ("embed", "cluster", "score", "sample")]
+    folders = [root / name for name in ("embed", "cluster", "score", "dedup", "sample")]
     embed(corpus, folders[0], EmbedConfig(embedder="hashing", dim=32), quiet=True)
     cluster(folders[0], folders[1], ClusterConfig(k=5), quiet=True)
     scorers = ScoreConfig(scorers=("heuristic", "label-agreement"), label_column="label")
     score(folders[1], folders[2], scorers, quiet=True)
+    dedup(folders[2], folders[3], DedupConfig(method=("exact", "minhash")), quiet=True)
     sample(
-        folders[2],
         folders[3],
+        folders[4],
         SampleConfig(strategy="kmq", budget="25", score_column="score_heuristic"),
         quiet=True,
     )
@@ -39,8 +42,8 @@ def pipeline(corpus: Path, root: Path) -> list[Path]:
 def files(folder: Path) -> dict[str, bytes]:
     """Shards and artifacts (the manifest holds timings and the input path)."""
     return {
-        p.name: p.read_bytes()
-        for p in sorted(folder.iterdir())
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != "_manifest.json"
     }
 

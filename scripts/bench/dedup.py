@@ -127,7 +127,7 @@ def quality(work: Path, rows: int, per_kind: int) -> list[dict]:
         table, truth = plant(name, rows, per_kind)
         data = work / f"{name}.parquet"
         pq.write_table(table, data)
-        from dataselect.dedup.text import normalised, parse_normalisations, text_hashes
+        from dataselect.deduplication.text import normalised, parse_normalisations, text_hashes
 
         how = parse_normalisations("nfkc,case,punctuation,whitespace")
         norm = normalised(table.column("text").combine_chunks(), how)

@@ -19,8 +19,8 @@ _EXPORTS = {
     "cluster": "dataselect.clustering.stage",
     "EmbedConfig": "dataselect.embedding.config",
     "embed": "dataselect.embedding.stage",
-    "DedupConfig": "dataselect.dedup.config",
-    "dedup": "dataselect.dedup.stage",
+    "DedupConfig": "dataselect.deduplication.config",
+    "dedup": "dataselect.deduplication.stage",
     "ScoreConfig": "dataselect.scoring.config",
     "score": "dataselect.scoring.stage",
     "SampleConfig": "dataselect.sampling.config",
@@ -32,7 +32,7 @@ _EXPORTS = {
     "load_config": "dataselect.pipeline",
     "run_pipeline": "dataselect.pipeline",
     "evaluate": "dataselect.evaluation",
-    "export": "dataselect.export",
+    "export": "dataselect.exporting",
     "describe": "dataselect.inspection",
     "make_report": "dataselect.report",
     "plan_run": "dataselect.pipeline",
@@ -55,12 +55,12 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from dataselect.clustering.config import ClusterConfig
     from dataselect.clustering.stage import cluster
-    from dataselect.dedup.config import DedupConfig
-    from dataselect.dedup.stage import dedup
+    from dataselect.deduplication.config import DedupConfig
+    from dataselect.deduplication.stage import dedup
     from dataselect.embedding.config import EmbedConfig
     from dataselect.embedding.stage import embed
     from dataselect.evaluation import evaluate
-    from dataselect.export import export
+    from dataselect.exporting import export
     from dataselect.inspection import describe
     from dataselect.io.sources import open_input
     from dataselect.manifest import Manifest, read_manifest

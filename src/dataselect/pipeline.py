@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from dataselect.clustering.config import ClusterConfig
-from dataselect.dedup.config import DedupConfig
+from dataselect.deduplication.config import DedupConfig
 from dataselect.embedding.config import EmbedConfig
 from dataselect.errors import UsageError
 from dataselect.io.lock import writing
@@ -72,8 +72,8 @@ PIPELINE = (
               "dataselect.clustering.estimate:estimate_cluster"),
     StageSpec("score", ScoreConfig, "dataselect.scoring.stage:score",
               "dataselect.scoring.estimate:estimate_score", optional=True),
-    StageSpec("dedup", DedupConfig, "dataselect.dedup.stage:dedup",
-              "dataselect.dedup.estimate:estimate_dedup", optional=True),
+    StageSpec("dedup", DedupConfig, "dataselect.deduplication.stage:dedup",
+              "dataselect.deduplication.estimate:estimate_dedup", optional=True),
     StageSpec("sample", SampleConfig, "dataselect.sampling.stage:sample",
               "dataselect.sampling.estimate:estimate_sample"),
 )  # fmt: skip

@@ -402,7 +402,7 @@ def export(
     debug: Debug = False,
 ) -> None:
     """Write a selection's rows as JSONL, Parquet or a datasets folder, ready for training."""
-    from dataselect.export import export as export_selection
+    from dataselect.exporting import export as export_selection
 
     names = tuple(c.strip() for c in (columns or "").split(",") if c.strip())
     summary = run_command(debug, lambda: export_selection(

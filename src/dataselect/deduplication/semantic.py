@@ -46,22 +46,27 @@ class VectorsByCluster:
         self._file.close()
 
 
-def similar_pairs(
-    vectors: np.ndarray, eps: float, queries: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i, j, cosine) of positions with cosine > 1 - eps: among ``vectors`` (each pair
-    once, i > j), or between ``queries`` (i) and ``vectors`` (j). Vectors are unit-norm."""
-    import faiss
+class VectorIndex:
+    """A FAISS inner-product index over unit vectors, built once, asked many times."""
 
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    asked = vectors if queries is None else queries
-    lims, similarity, found = index.range_search(
-        np.ascontiguousarray(asked, dtype=np.float32), 1.0 - eps
-    )
-    i = np.repeat(np.arange(len(asked)), np.diff(lims).astype(np.int64))
-    j = found.astype(np.int64)
-    if queries is None:
-        once = i > j
-        i, j, similarity = i[once], j[once], similarity[once]
-    return i, j, np.minimum(similarity, 1.0).astype(np.float32)
+    def __init__(self, vectors: np.ndarray) -> None:
+        import faiss
+
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def similar(self, queries: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs (query position, indexed position, cosine) with cosine > 1 - eps."""
+        lims, similarity, found = self.index.range_search(
+            np.ascontiguousarray(queries, dtype=np.float32), 1.0 - eps
+        )
+        i = np.repeat(np.arange(len(queries)), np.diff(lims).astype(np.int64))
+        return i, found.astype(np.int64), np.minimum(similarity, 1.0).astype(np.float32)
+
+
+def similar_pairs(vectors: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j, cosine) of positions in ``vectors`` (unit-norm) with cosine > 1 - eps,
+    each pair once (i > j)."""
+    i, j, similarity = VectorIndex(vectors).similar(vectors, eps)
+    once = i > j
+    return i[once], j[once], similarity[once]

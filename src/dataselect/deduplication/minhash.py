@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dataselect.dedup.text import shingle_hashes
+from dataselect.deduplication.text import shingle_hashes
 
 LSH_BATCH = 4096  # rows inserted or queried per datasketch session / loop
 

@@ -7,10 +7,10 @@ import time
 
 import pyarrow as pa
 
-from dataselect.dedup.config import DedupConfig
-from dataselect.dedup.minhash import signatures
-from dataselect.dedup.stage import READ_ROWS, DedupStage
-from dataselect.dedup.text import normalised, text_hashes
+from dataselect.deduplication.config import DedupConfig
+from dataselect.deduplication.minhash import signatures
+from dataselect.deduplication.stage import READ_ROWS, DedupStage
+from dataselect.deduplication.text import normalised, text_hashes
 from dataselect.io.sources import open_stage_input
 from dataselect.planning import (
     MB,

@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataselect.dedup.config import DedupConfig
-from dataselect.dedup.groups import NO_ROW, Verdicts, exact_groups, keep_first
-from dataselect.dedup.minhash import Signatures, candidate_pairs
-from dataselect.dedup.semantic import VectorsByCluster, similar_pairs
-from dataselect.dedup.text import normalised, text_hashes
+from dataselect.deduplication.config import DedupConfig
+from dataselect.deduplication.groups import NO_ROW, Verdicts, exact_groups, keep_first
+from dataselect.deduplication.minhash import Signatures, candidate_pairs
+from dataselect.deduplication.semantic import VectorIndex, VectorsByCluster, similar_pairs
+from dataselect.deduplication.text import normalised, text_hashes
 from dataselect.errors import DataError, UsageError
 from dataselect.io.ids import id_type
 from dataselect.io.output import StageOutput
@@ -387,8 +387,9 @@ class EvalSet:
     def semantic_matches(self, store: VectorsByCluster, decisions: Decisions) -> None:
         vectors = np.concatenate([r.embedding for r in self.reader.iter_rows(["embedding"])
                                   if r.embedding is not None])  # fmt: skip
+        index = VectorIndex(vectors)
         for members, member_vectors in store.clusters():
-            i, j, sim = similar_pairs(vectors, self.config.eps, queries=member_vectors)
+            i, j, sim = index.similar(member_vectors, self.config.eps)
             self._contaminate(members[i], j, sim, decisions, "semantic")
 
     def _contaminate(self, rows: np.ndarray, matched: np.ndarray, sim: np.ndarray,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dataselect.dedup.text import NORMALISATIONS, parse_normalisations
+from dataselect.deduplication.text import NORMALISATIONS, parse_normalisations
 from dataselect.embedding.text import TextSpec, parse_template
 from dataselect.errors import UsageError
 from dataselect.options import StageConfig, at_least, one_of, option, seed_option
