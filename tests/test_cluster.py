@@ -89,7 +89,7 @@ def test_stage_outputs_and_artifacts(tmp_path: Path) -> None:
     centroids = np.load(out / "__artifacts__/centroids.npy")
     assert centroids.shape == (6, 16)
     table = read_parts(out)
-    assert table.column_names == ["id", "cluster", "distance"]
+    assert table.column_names == ["id", "cluster", "distance", "vector_hash"]
     assert table.schema.field("cluster").type == pa.int32()
     # every row is at its nearest centroid, and the blobs are recovered
     labels = np.array(table.column("cluster").to_pylist())

@@ -93,7 +93,7 @@ def estimate_cluster(config: ClusterConfig, request: PlanRequest) -> tuple[Plan,
     memory = (
         base * MB + SAMPLE_COPIES * sample_bytes + max(shape.decode_bytes(READ_ROWS), in_flight)
     )
-    out_row = shape.id_bytes + 4 + 8
+    out_row = shape.id_bytes + 4 + 4 + 8  # id, cluster, distance, vector_hash
     out_shape = written_shape(shape, action, dim, out_row, group_rows=READ_ROWS)
     plan = request.plan(
         "cluster",

@@ -1,8 +1,8 @@
 """The cluster stage: fit k-means on a keyed sample, then assign every row, shard by shard.
 
-Output shards: id, cluster (int32), distance (float32, to the row's centroid). Artifacts:
-__artifacts__/centroids.npy (k x d float32) and __artifacts__/clusters.parquet (cluster, size, mean
-and max distance).
+Output shards: id, cluster (int32), distance (float32, to the row's centroid), vector_hash
+(uint64: equal for identical vectors). Artifacts: __artifacts__/centroids.npy (k x d float32)
+and __artifacts__/clusters.parquet (cluster, size, mean and max distance).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -34,8 +35,10 @@ from dataselect.io.folder_state import artifact_bytes, artifact_path
 from dataselect.io.ids import id_type, resolve_id_column
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_stage_input
+from dataselect.keyed import vector_hashes
 from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
+VECTOR_HASH = "vector_hash"
 CENTROIDS = "centroids.npy"
 CLUSTERS = "clusters.parquet"
 FIT_FACTS = "fit.json"
@@ -113,6 +116,9 @@ class ClusterStage:
                 pa.field("id", id_type(dataset, self.id_column), nullable=False),
                 pa.field("cluster", pa.int32(), nullable=False),
                 pa.field("distance", pa.float32(), nullable=False),
+                # rows with identical vectors have one hash: kmeans-closest and top-k take
+                # only one of them (sampling/stage.py)
+                pa.field(VECTOR_HASH, pa.uint64(), nullable=False),
             ]
         )
 
@@ -182,9 +188,19 @@ class ClusterStage:
         batches = iter_vectors(
             shard, self.config.vector_column, self.dim, self.id_column, self.trusted
         )
-        for ids, labels, distance in self.assigner.assign_stream(batches):
+        hashes: deque[np.ndarray] = deque()  # one per batch, in order, as assigned
+
+        def hashed(
+            batches: Iterator[tuple[pa.Array, np.ndarray]],
+        ) -> Iterator[tuple[pa.Array, np.ndarray]]:
+            for ids, vectors in batches:
+                hashes.append(vector_hashes(vectors))
+                yield ids, vectors
+
+        for ids, labels, distance in self.assigner.assign_stream(hashed(batches)):
             yield pa.RecordBatch.from_arrays(
-                [ids, pa.array(labels), pa.array(distance)], schema=self.schema
+                [ids, pa.array(labels), pa.array(distance), pa.array(hashes.popleft())],
+                schema=self.schema,
             )
 
     def finish(self, output: StageOutput) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataselect.deduplication.text import NORMALISATIONS, parse_normalisations
-from dataselect.embedding.text import TextSpec, parse_template
+from dataselect.embedding.text import TextSpec, parse_template, text_spec_of
 from dataselect.errors import UsageError
 from dataselect.options import StageConfig, at_least, one_of, option, seed_option
 
@@ -98,9 +98,7 @@ class DedupConfig(StageConfig):
             raise UsageError(f"--ngram {self.ngram}: character shingles are 1 to 8 bytes")
 
     def text_spec(self) -> TextSpec | None:
-        if self.template:
-            return TextSpec(template=self.template)
-        return TextSpec(self.text_column) if self.text_column else None
+        return text_spec_of(self.text_column, self.template)
 
     @property
     def reads_text(self) -> bool:

@@ -37,7 +37,7 @@ from dataselect.keyed import row_keys
 from dataselect.scoring.rows import RowReader
 from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
-CARRIED = ("cluster", "distance")  # and score columns: what the samplers read
+CARRIED = ("cluster", "distance", "vector_hash")  # and score columns: what the samplers read
 SCORE_PREFIXES = ("score_", "heuristic_")
 DEDUP_STREAM = 9  # keyed-randomness stream of the order that decides which row is kept
 READ_ROWS = 8192

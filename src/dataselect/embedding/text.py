@@ -65,6 +65,14 @@ class TextSpec:
         return [self.template.format(**row) for row in rows]
 
 
+def text_spec_of(text_column: str | None, template: str | None) -> TextSpec | None:
+    """The text a stage's --text-column / --template name; None: its default (the text the
+    embed stage embedded)."""
+    if template:
+        return TextSpec(template=template)
+    return TextSpec(text_column) if text_column else None
+
+
 def _is_text(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 

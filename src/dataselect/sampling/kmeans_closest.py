@@ -13,7 +13,7 @@ class KmeansClosestStrategy(OneShotStrategy):
         "in each cluster, the rows nearest its centroid (with k = budget, one per cluster): a "
         "strong, simple diversity baseline."
     )
-    traits = StrategyTraits(needs_clusters=True, needs_distance=True)
+    traits = StrategyTraits(needs_clusters=True, needs_distance=True, one_per_vector=True)
     default_allocation = "equal"
     keyed = False
     draw = "closest to its centroid"

@@ -38,6 +38,7 @@ from dataselect.manifest import MANIFEST_NAME, read_manifest
 from dataselect.sampling.config import SampleConfig
 from dataselect.sampling.feedback import digest, feedback_path, normalised_feedback
 from dataselect.sampling.files import DECISIONS, SELECTION
+from dataselect.sampling.identical import VECTOR_HASH, drawable_rows, identical_copies
 from dataselect.sampling.iterative import IterativeStrategy
 from dataselect.sampling.metrics import (
     cluster_coverage,
@@ -143,6 +144,9 @@ class SampleStage:
         # one-shot strategies stream; the adaptive ones, token budgets and a dedup stage's
         # input (only its kept rows are drawn) hold the pool
         self.deduplicated = KEEP_COLUMN in dataset.schema.names
+        # kmeans-closest, top-k: one row of each set of identical vectors (sampling/identical)
+        self.one_per_vector = (config.entry.traits.one_per_vector
+                               and VECTOR_HASH in dataset.schema.names)  # fmt: skip
         self.streams = (self.strategy.traits.streams and config.budget_tokens is None
                         and not self.deduplicated)  # fmt: skip
         self.tokens_selected: int | None = None
@@ -172,7 +176,7 @@ class SampleStage:
         """The small per-row columns of every shard, in id order; duplicate ids are refused."""
         wanted = ["id"] + [
             c
-            for c in ("cluster", "distance", self.config.score_column, KEEP_COLUMN)
+            for c in ("cluster", "distance", self.config.score_column, KEEP_COLUMN, VECTOR_HASH)
             if c and c in self.dataset.schema.names
         ]
         tables = [
@@ -198,6 +202,10 @@ class SampleStage:
             ids = table.column("id").combine_chunks()
             if not len(ids):
                 raise DataError(f"{self.dataset.path}: no row is kept")
+        if self.one_per_vector:
+            table = drawable_rows(table, self.config.seed, SELECT_STREAM)
+            self.pool_positions = table.select(["shard", "row"])
+            ids = table.column("id").combine_chunks()
         pool = Pool(keys=row_keys(ids, self.config.seed, SELECT_STREAM))
         if "cluster" in table.column_names:
             pool.cluster = table.column("cluster").to_numpy().astype(np.int32)
@@ -241,7 +249,7 @@ class SampleStage:
                 offset += batch.num_rows
         table = pa.table({"id": pa.concat_arrays(ids), "tokens": np.concatenate(counts)})
         table = table.sort_by([("id", "ascending")])
-        if self.deduplicated:
+        if self.deduplicated or self.one_per_vector:  # the pool holds only drawable rows
             table = table.filter(pc.is_in(table.column("id"), value_set=self.ids))
         if not table.column("id").combine_chunks().equals(self.ids):
             raise DataError(f"{source.path}: its rows no longer match {self.dataset.path}")
@@ -300,10 +308,17 @@ class SampleStage:
     def _choose_streaming(self) -> None:
         config, strategy = self.config, self.strategy
         assert isinstance(strategy, OneShotStrategy)
+        skip = None
+        if self.one_per_vector:
+            skip = identical_copies(self.dataset, config.seed, SELECT_STREAM)
+            drawable = int(self.dataset.rows or 0) - len(skip.keys)
+            if self.budget > drawable:
+                raise UsageError(f"--budget {self.budget:,} is larger than the distinct rows "
+                                 f"({drawable:,}: identical vectors count once)")  # fmt: skip
         found = select_streaming(self.dataset, strategy, self.budget,
                                  config.resolved_allocation, config.temperature, config.seed,
                                  config.score_column, METRICS_SAMPLE_ROWS,
-                                 self._cluster_sizes())  # fmt: skip
+                                 self._cluster_sizes(), skip)  # fmt: skip
         chosen = found.chosen
         group, rank = chosen.column("group").to_numpy(), chosen.column("rank").to_numpy()
         self.decisions = decisions_table(

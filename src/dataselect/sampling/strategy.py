@@ -39,6 +39,9 @@ class StrategyTraits:
     needs_distance: bool = False  # a 'distance' column
     needs_score: bool = False  # refuses to run without --score-column
     streams: bool = True  # one-shot: any row count; else the per-row columns in memory
+    # takes one row of each set of rows with identical vectors (the input's vector_hash):
+    # the first in keyed order; the others are never drawn
+    one_per_vector: bool = False
 
 
 @dataclass(frozen=True)

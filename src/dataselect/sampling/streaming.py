@@ -26,6 +26,7 @@ from dataselect.errors import DataError
 from dataselect.io.readahead import ordered_map
 from dataselect.io.sources import InputDataset, InputShard
 from dataselect.keyed import row_keys_streams
+from dataselect.sampling.identical import IdenticalCopies
 from dataselect.sampling.strategies import allocate, softmax_logits
 from dataselect.sampling.strategy import OneShotStrategy, SortColumns
 
@@ -133,6 +134,7 @@ def select_streaming(
     score_column: str | None,
     sample_rows: int,
     known_sizes: np.ndarray | None = None,
+    skip: IdenticalCopies | None = None,
 ) -> StreamedSelection:
     """A one-shot strategy's rows from two passes over the input's small columns.
 
@@ -143,6 +145,7 @@ def select_streaming(
 
     ``known_sizes`` (the cluster stage's clusters.parquet) spares pass 1 where only the
     sizes are needed; pass 2 then counts the rows per cluster and refuses a mismatch.
+    ``skip``: rows never drawn (later copies of identical vectors); quotas count the others.
     """
     names = dataset.schema.names
     has_cluster = "cluster" in names
@@ -154,10 +157,12 @@ def select_streaming(
     else:
         sizes, top = None, None
     counted = np.zeros(0 if sizes is None else len(sizes), dtype=np.int64)
-    streams = (SAMPLE_STREAM, SELECT_STREAM) if strategy.keyed else (SAMPLE_STREAM,)
+    keyed = strategy.keyed or skip is not None
+    streams = (SAMPLE_STREAM, SELECT_STREAM) if keyed else (SAMPLE_STREAM,)
     if strategy.per_cluster:
         assert sizes is not None
-        quota = allocate(sizes, budget, allocation)
+        quota = allocate(sizes if skip is None else skip.eligible_sizes(sizes), budget,
+                         allocation)  # fmt: skip
     else:
         quota = np.array([budget], dtype=np.int64)
     selector = BoundedTop(quota, strategy.primary_type)
@@ -186,13 +191,20 @@ def select_streaming(
                 counted += np.bincount(cluster, minlength=len(counted))
             distance = batch.column("distance").to_numpy() if "distance" in wanted else None
             score = checked_scores(batch, score_column, dataset.path) if score_column else None
+            corpus.add(np.zeros(len(ids), np.int32), sample_keys, ids, payload=where)
+            if skip is not None:  # later copies of identical vectors are never offered
+                drawable = skip.drawable(select_keys)
+                ids, select_keys = ids.filter(pa.array(drawable)), select_keys[drawable]
+                where = {name: v[drawable] for name, v in where.items()}
+                cluster = None if cluster is None else cluster[drawable]
+                distance = None if distance is None else distance[drawable]
+                score = None if score is None else score[drawable]
             rows = SortColumns(select_keys, cluster, distance, score, top, temperature)
             group, primary, secondary = strategy.sort_keys(rows)
             payload: dict[str, np.ndarray] = {
                 name: v for name, v in (("cluster", cluster), ("score", score)) if v is not None
             }
             selector.add(group, primary, ids, secondary, payload | where)
-            corpus.add(np.zeros(len(ids), np.int32), sample_keys, ids, payload=where)
     if at != dataset.rows:
         raise DataError(
             f"{dataset.path}: its files hold {at:,} rows, its metadata {dataset.rows:,}"

@@ -10,7 +10,7 @@ from dataselect.sampling.strategy import OneShotStrategy, SortColumns, StrategyT
 class TopKStrategy(OneShotStrategy):
     names = ("top-k",)
     summary = "the rows with the highest --score-column."
-    traits = StrategyTraits(needs_score=True)
+    traits = StrategyTraits(needs_score=True, one_per_vector=True)
     per_cluster = False
 
     def sort_keys(self, rows: SortColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

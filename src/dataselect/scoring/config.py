@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dataselect.embedding.text import TextSpec, parse_template
+from dataselect.embedding.text import TextSpec, parse_template, text_spec_of
 from dataselect.errors import UsageError
 from dataselect.io.sources import DEFAULT_SHARD_ROWS
 from dataselect.options import at_least, option, seed_option
@@ -70,9 +70,7 @@ class ScoreConfig(RegistryConfig):
         return groups
 
     def text_spec(self) -> TextSpec | None:
-        if self.template:
-            return TextSpec(template=self.template)
-        return TextSpec(self.text_column) if self.text_column else None
+        return text_spec_of(self.text_column, self.template)
 
     def build(self) -> list[Scorer]:
         """The scorers, in the order given."""

@@ -26,7 +26,11 @@ from dataselect.scoring.config import ScoreConfig
 from dataselect.scoring.rows import RowReader
 from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
-CARRIED = ("cluster", "distance")  # input columns the samplers need, kept as they are
+CARRIED = (
+    "cluster",
+    "distance",
+    "vector_hash",
+)  # input columns the samplers need, kept as they are
 READ_ROWS = 8192
 FIT_FACTS = "fits.json"  # the facts of every fit, kept for a resumed run's manifest
 
