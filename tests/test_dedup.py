@@ -102,9 +102,9 @@ def test_planted_copies_are_found_and_point_at_kept_rows(cli, tmp_path: Path) ->
     kept_texts = normalised(pa.array(texts[table[table.keep].index].tolist()),
                             parse_normalisations("nfkc,case,punctuation,whitespace"))  # fmt: skip
     assert len(set(kept_texts.to_pylist())) == len(kept_texts)
-    summary = json.loads((out / "_manifest.json").read_text())["outputs"]["dedup"]
+    summary = json.loads((out / "_manifest.json").read_text())["outputs"]
     assert summary["dropped"]["exact"] >= len(exact)
-    assert summary["kept"] == int(table.keep.sum())
+    assert summary["rows_kept"] == int(table.keep.sum())
 
 
 @needs_datasets()
@@ -149,7 +149,7 @@ def test_decontamination_names_the_evaluation_row(cli, corpus: Path, tmp_path: P
     assert not table.loc[rows.id[3], "keep"] and table.loc[rows.id[3], "dedup_method"] == "exact"
     assert table.loc[rows.id[11], "dedup_method"] == "minhash"
     assert table.contaminated_by.notna().sum() == 3
-    summary = json.loads((out / "_manifest.json").read_text())["outputs"]["dedup"]
+    summary = json.loads((out / "_manifest.json").read_text())["outputs"]
     assert summary["contaminated"] == {"eval.parquet": 3}
 
 

@@ -220,7 +220,7 @@ class DedupStage:
             yield pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
     def finish(self, output: StageOutput) -> dict[str, Any]:
-        return {"dedup": self.facts}
+        return dict(self.facts)  # rows_kept, dropped (per method), contaminated (per set)
 
 
 def find_duplicates(stage: DedupStage, scratch: Path) -> tuple[Decisions, dict[str, Any]]:
@@ -233,7 +233,7 @@ def find_duplicates(stage: DedupStage, scratch: Path) -> tuple[Decisions, dict[s
     rank = np.empty(n, dtype=np.int64)
     rank[np.argsort(keys, kind="stable")] = np.arange(n)
     evals = [EvalSet(path, config, stage) for path in config.against]
-    facts: dict[str, Any] = {"rows": n, "dropped": {}, "contaminated": {}}
+    facts: dict[str, Any] = {"dropped": {}, "contaminated": {}}
     signatures: Signatures | None = None
     hashes = np.zeros((n, 2), dtype=np.uint64)
     try:
@@ -279,9 +279,8 @@ def find_duplicates(stage: DedupStage, scratch: Path) -> tuple[Decisions, dict[s
         facts["contaminated"][e.name] = sum(
             1 for match in decisions.contaminated_by.values() if match.startswith(e.name + ":")
         )
-    facts["kept"] = int((~decisions.dropped).sum())
-    facts["bytes_per_row"] = {"signatures_on_disk": 4 * config.num_perm
-                              if "minhash" in config.method else 0}  # fmt: skip
+    facts["rows_kept"] = int((~decisions.dropped).sum())
+    facts["signature_bytes_per_row"] = 4 * config.num_perm if "minhash" in config.method else 0
     return decisions, facts
 
 
