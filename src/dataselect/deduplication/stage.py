@@ -404,14 +404,39 @@ class EvalSet:
                               sim[first], method)  # fmt: skip
 
 
+COMPACT_PAIRS = 1 << 22  # pending pairs past which repeats are dropped (a pair is found
+# once per band it shares, up to b times)
+
+
 def _concat(pairs: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[
         np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    parts = list(pairs)
-    if not parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0, dtype=np.float32)
-    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]))  # fmt: skip
+    """The pairs, each once (sorted by (a, b)), compacted as they come so that repeats found
+    in several bands do not pile up."""
+    a_all = np.zeros(0, dtype=np.int64)
+    b_all = np.zeros(0, dtype=np.int64)
+    s_all = np.zeros(0, dtype=np.float32)
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    count = 0
+
+    def compact() -> None:
+        nonlocal a_all, b_all, s_all, pending, count
+        a = np.concatenate([a_all, *(p[0] for p in pending)])
+        b = np.concatenate([b_all, *(p[1] for p in pending)])
+        sim = np.concatenate([s_all, *(p[2] for p in pending)])
+        order = np.lexsort((b, a))
+        a, b, sim = a[order], b[order], sim[order]
+        first = np.ones(len(a), dtype=bool)
+        first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+        a_all, b_all, s_all = a[first], b[first], sim[first]
+        pending, count = [], 0
+
+    for part in pairs:
+        pending.append(part)
+        count += len(part[0])
+        if count >= COMPACT_PAIRS:
+            compact()
+    compact()
+    return a_all, b_all, s_all
 
 
 def _fingerprint(path: str) -> dict[str, Any]:
