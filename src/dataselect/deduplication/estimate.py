@@ -27,10 +27,10 @@ from dataselect.stage import stage_manifest
 
 PROBE_ROWS = 2048
 # held per row by the reduction: id (about id_bytes), key, rank, text hash (16), decisions
-# (13); datasketch's LSH index in memory: about 600 bytes a row at 128 slots (measured with
-# scripts/bench/dedup.py)
+# (13); the minhash index and verified pairs: about 2 KB a row at 128 slots, the growth of the
+# peak from 55k to 110k T0 rows in scripts/bench/dedup.py (more on corpora with more pairs)
 ARRAY_BYTES_PER_ROW = 8 + 8 + 16 + 13
-LSH_BYTES_PER_ROW = 600
+LSH_BYTES_PER_ROW = 2000
 
 
 def estimate_dedup(config: DedupConfig, request: PlanRequest) -> tuple[Plan, DataShape]:
