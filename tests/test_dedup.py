@@ -263,3 +263,20 @@ def test_normalisation_and_text_hashes() -> None:
     hashes = text_hashes(texts)
     assert (hashes[0] == hashes[1]).all() and (hashes[0] == hashes[2]).all()
     assert normalised(pa.array(["A  b"]), parse_normalisations("none")).to_pylist() == ["A  b"]
+
+
+def test_word_shingles_stay_inside_their_text() -> None:
+    """Word n-grams: words are runs between spaces, counted per text (texts lie back to back
+    in one buffer and a word never runs into the next one); a text with fewer words than
+    the shingle size is one shingle."""
+    from dataselect.deduplication.text import shingle_hashes
+
+    texts = pa.array(["a b c", "b c a", "ab", "cd", "  ", "a  b   c"])
+    tokens, offsets = shingle_hashes(texts, "word", 1)
+    per_row = np.diff(offsets.astype(np.int64)).tolist()
+    assert per_row == [3, 3, 1, 1, 1, 3]
+    rows = [set(tokens[offsets[i] : offsets[i + 1]].tolist()) for i in range(len(texts))]
+    assert rows[0] == rows[1] == rows[5] and rows[2] != rows[3]
+    pairs, pair_offsets = shingle_hashes(texts, "word", 2)
+    assert np.diff(pair_offsets.astype(np.int64)).tolist() == [2, 2, 1, 1, 1, 2]
+    assert set(pairs[0:2].tolist()) != set(pairs[2:4].tolist())  # order matters in a pair

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from dataselect.deduplication.text import NORMALISATIONS, parse_normalisations
-from dataselect.embedding.text import TextSpec, parse_template, text_spec_of
+from dataselect.embedding.text import (
+    TextSpec,
+    template_option,
+    text_column_option,
+    text_spec_of,
+)
 from dataselect.errors import UsageError
 from dataselect.options import StageConfig, at_least, one_of, option, seed_option
 
@@ -83,12 +88,8 @@ class DedupConfig(StageConfig):
         "raw data or a stage folder; an embed folder for semantic).",
         path=True,
     )
-    text_column: str | None = option(
-        None, "Text column \\[default: what the embed stage embedded, else 'text']."
-    )
-    template: str | None = option(
-        None, "Text from several columns, e.g. '{prompt}\\n{response}'.", parse=parse_template
-    )
+    text_column: str | None = text_column_option()
+    template: str | None = template_option()
     seed: int = seed_option()
 
     def check(self) -> None:

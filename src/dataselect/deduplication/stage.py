@@ -44,7 +44,8 @@ READ_ROWS = 8192
 DUPLICATES = "duplicates.parquet"  # the dropped rows: row, duplicate_of, similarity, ...
 FACTS = "dedup.json"
 METHOD_CODES = {"exact": 1, "minhash": 2, "semantic": 3}
-METHOD_NAMES = {code: name for name, code in METHOD_CODES.items()}
+# dedup_method by code (0: kept, null), for a vectorised take
+METHOD_COLUMN = pa.array([None, *sorted(METHOD_CODES, key=METHOD_CODES.__getitem__)], pa.string())
 
 
 @dataclass
@@ -212,12 +213,17 @@ class DedupStage:
             duplicate_of = self.ids.take(pa.array(dup, pa.int64(), mask=~has_dup))
             columns = [batch.column("id"), *(batch.column(c) for c in carried),
                        pa.array(~dropped), duplicate_of,
-                       pa.array(np.where(dropped, decisions.similarity[rows], np.nan),
-                                pa.float32(), mask=~dropped),
-                       pa.array([METHOD_NAMES.get(int(m)) for m in method], pa.string()),
-                       pa.array([decisions.contaminated_by.get(int(r)) for r in rows],
-                                pa.string())]  # fmt: skip
+                       pa.array(decisions.similarity[rows], pa.float32(), mask=~dropped),
+                       METHOD_COLUMN.take(pa.array(method)), self._contaminated(rows)]  # fmt: skip
             yield pa.RecordBatch.from_arrays(columns, schema=self.schema)
+
+    def _contaminated(self, rows: np.ndarray) -> pa.Array:
+        """contaminated_by of ``rows`` (null for most: only matched rows are in the dict)."""
+        assert self.decisions is not None
+        found = self.decisions.contaminated_by
+        if not found:
+            return pa.nulls(len(rows), pa.string())
+        return pa.array([found.get(r) for r in rows.tolist()], pa.string())
 
     def finish(self, output: StageOutput) -> dict[str, Any]:
         return dict(self.facts)  # rows_kept, dropped (per method), contaminated (per set)
@@ -368,15 +374,19 @@ class EvalSet:
         return self.ids
 
     def exact_matches(self, hashes: np.ndarray, decisions: Decisions) -> None:
-        index = {(int(h[0]), int(h[1])): k for k, h in reversed(list(enumerate(self.hashes)))}
-        rows, matches = [], []
-        for row in np.flatnonzero(~decisions.dropped).tolist():
-            k = index.get((int(hashes[row, 0]), int(hashes[row, 1])))
-            if k is not None:
-                rows.append(row)
-                matches.append(f"{self.name}:{self.ids[k]}")
-        decisions.contaminate(np.asarray(rows, np.int64), matches,
-                              np.ones(len(rows), np.float32), "exact")  # fmt: skip
+        """Input rows whose text hash is an evaluation row's (the first such row named)."""
+        if not len(self.hashes):
+            return
+        whole = np.dtype((np.void, 16))  # a 128-bit hash as one comparable value
+        mine = np.ascontiguousarray(self.hashes).view(whole).ravel()
+        order = np.argsort(mine, kind="stable")
+        alive = np.flatnonzero(~decisions.dropped)
+        asked = np.ascontiguousarray(hashes[alive]).view(whole).ravel()
+        at = np.minimum(np.searchsorted(mine[order], asked), len(order) - 1)
+        hit = mine[order][at] == asked
+        matched = order[at[hit]]
+        decisions.contaminate(alive[hit], [f"{self.name}:{self.ids[k]}" for k in matched],
+                              np.ones(int(hit.sum()), np.float32), "exact")  # fmt: skip
 
     def near_matches(self, matrix: np.ndarray, alive: np.ndarray, decisions: Decisions) -> None:
         mine = np.arange(self.first_signature, self.first_signature + self.rows)

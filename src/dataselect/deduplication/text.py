@@ -104,24 +104,30 @@ def _byte_grams(raw: np.ndarray, spans: np.ndarray, size: int) -> tuple[np.ndarr
     return mix64(key ^ _U(size << 56) ^ _SALT), lengths
 
 
+def _word_spans(raw: np.ndarray, spans: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start, end (exclusive) and row of every word: a run of non-space bytes inside one
+    text's span (texts lie back to back in ``raw``; a word never crosses into the next)."""
+    size = len(raw)
+    depth = np.bincount(spans[:, 0], minlength=size + 1) - np.bincount(
+        spans[:, 1], minlength=size + 1
+    )
+    word = (np.cumsum(depth)[:size] > 0) & (raw != 0x20)
+    row_start = np.zeros(size + 1, dtype=bool)
+    row_start[spans[:, 0]] = True
+    before = np.r_[False, word[:-1]]
+    after = np.r_[word[1:], False]
+    begins = np.flatnonzero(word & (~before | row_start[:size]))
+    ends = np.flatnonzero(word & (~after | row_start[1:])) + 1
+    rows = np.searchsorted(spans[:, 0], begins, side="right") - 1
+    return begins, ends, rows
+
+
 def _word_grams(raw: np.ndarray, spans: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Words are the runs between spaces (the text is normalised first)."""
     if size < 1:
         raise UsageError(f"--ngram {size}: at least 1 word")
-    starts_list, ends_list, rows_list = [], [], []
-    for row, (start, end) in enumerate(spans):
-        text = raw[start:end]
-        space = np.flatnonzero(text == 0x20)
-        begins = np.concatenate([[0], space + 1])
-        stops = np.concatenate([space, [len(text)]])
-        keep = stops > begins
-        starts_list.append(begins[keep] + start)
-        ends_list.append(stops[keep] + start)
-        rows_list.append(np.full(int(keep.sum()), row))
-    if not starts_list:
-        return np.zeros(0, dtype=_U), np.zeros(0, dtype=np.int64)
-    word_rows = np.concatenate(rows_list)
-    words = span_hashes(raw, np.concatenate(starts_list), np.concatenate(ends_list), _SALT)
+    starts, ends, word_rows = _word_spans(raw, spans)
+    words = span_hashes(raw, starts, ends, _SALT)
     per_row = np.bincount(word_rows, minlength=len(spans))
     lengths = np.maximum(per_row - size + 1, 0)
     first_word = np.cumsum(per_row) - per_row

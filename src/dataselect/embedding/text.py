@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataselect.errors import DataError, UsageError
 from dataselect.io.sources import InputDataset, InputShard
+from dataselect.options import option
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,18 @@ class TextSpec:
             dict(zip(columns, vals, strict=True)) for vals in zip(*columns.values(), strict=True)
         ]
         return [self.template.format(**row) for row in rows]
+
+
+def text_column_option() -> Any:
+    """--text-column of a stage after embed (score, dedup): by default the embedded text."""
+    return option(None, "Text column \\[default: what the embed stage embedded, else 'text'].")
+
+
+def template_option() -> Any:
+    """--template of a stage after embed (score, dedup)."""
+    return option(
+        None, "Text from several columns, e.g. '{prompt}\\n{response}'.", parse=parse_template
+    )
 
 
 def text_spec_of(text_column: str | None, template: str | None) -> TextSpec | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from dataselect.io.sources import InputDataset
 from dataselect.keyed import row_keys
@@ -70,10 +69,3 @@ def identical_copies(dataset: InputDataset, seed: int, stream: int) -> Identical
         else np.zeros(0, np.int64)
     )
     return IdenticalCopies(np.sort(all_keys[later]), per_cluster)
-
-
-def drawable_rows(table: pa.Table, seed: int, stream: int) -> pa.Table:
-    """``table`` (id, vector_hash, ...) without the copies after the first."""
-    keys = row_keys(table.column("id").combine_chunks(), seed, stream)
-    hashes = table.column(VECTOR_HASH).to_numpy().astype(np.uint64)
-    return table.filter(pa.array(~later_copies(hashes, keys)))

@@ -38,7 +38,7 @@ from dataselect.manifest import MANIFEST_NAME, read_manifest
 from dataselect.sampling.config import SampleConfig
 from dataselect.sampling.feedback import digest, feedback_path, normalised_feedback
 from dataselect.sampling.files import DECISIONS, SELECTION
-from dataselect.sampling.identical import VECTOR_HASH, drawable_rows, identical_copies
+from dataselect.sampling.identical import VECTOR_HASH, identical_copies, later_copies
 from dataselect.sampling.iterative import IterativeStrategy
 from dataselect.sampling.metrics import (
     cluster_coverage,
@@ -196,17 +196,17 @@ class SampleStage:
                 dup = ids[int(pc.index(same, True).as_py())].as_py()
                 raise DataError(f"{self.dataset.path}: duplicate id {dup!r} across shards")
         if self.deduplicated:  # a dedup stage's rows: only the kept ones are drawn
-            kept = pc.fill_null(table.column(KEEP_COLUMN), False)
-            table = table.filter(kept)
-            self.pool_positions = table.select(["shard", "row"])
-            ids = table.column("id").combine_chunks()
-            if not len(ids):
+            table = table.filter(pc.fill_null(table.column(KEEP_COLUMN), False))
+            if not table.num_rows:
                 raise DataError(f"{self.dataset.path}: no row is kept")
-        if self.one_per_vector:
-            table = drawable_rows(table, self.config.seed, SELECT_STREAM)
-            self.pool_positions = table.select(["shard", "row"])
-            ids = table.column("id").combine_chunks()
-        pool = Pool(keys=row_keys(ids, self.config.seed, SELECT_STREAM))
+        keys = row_keys(table.column("id").combine_chunks(), self.config.seed, SELECT_STREAM)
+        if self.one_per_vector:  # one row of each set of identical vectors
+            hashes = table.column(VECTOR_HASH).to_numpy().astype(np.uint64)
+            drawable = ~later_copies(hashes, keys)
+            table, keys = table.filter(pa.array(drawable)), keys[drawable]
+        self.pool_positions = table.select(["shard", "row"])
+        ids = table.column("id").combine_chunks()
+        pool = Pool(keys=keys)
         if "cluster" in table.column_names:
             pool.cluster = table.column("cluster").to_numpy().astype(np.int32)
         if "distance" in table.column_names:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dataselect.embedding.text import TextSpec, parse_template, text_spec_of
+from dataselect.embedding.text import (
+    TextSpec,
+    template_option,
+    text_column_option,
+    text_spec_of,
+)
 from dataselect.errors import UsageError
 from dataselect.io.sources import DEFAULT_SHARD_ROWS
 from dataselect.options import at_least, option, seed_option
@@ -26,12 +31,8 @@ class ScoreConfig(RegistryConfig):
         flags=("--scorer",),
         required=True,
     )
-    text_column: str | None = option(
-        None, "Text column \\[default: what the embed stage embedded, else 'text']."
-    )
-    template: str | None = option(
-        None, "Text from several columns, e.g. '{prompt}\\n{response}'.", parse=parse_template
-    )
+    text_column: str | None = text_column_option()
+    template: str | None = template_option()
     label_column: str | None = option(
         None, "Labels for the probe scorers \\[default: cluster ids]."
     )
