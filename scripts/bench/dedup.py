@@ -205,6 +205,55 @@ def families(planted: dict[str, str], hashes: dict[str, tuple]) -> dict[str, str
     return family
 
 
+def jaccard_ceiling(rows: int, per_kind: int) -> list[dict]:
+    """What any Jaccard threshold could do on the edit copies, with exact (not estimated)
+    Jaccard over the same character shingles: per threshold, the share of copies at or
+    above it with their original (the best recall) and the share with some unrelated row
+    of the corpus at or above it (each a likely false drop: the copy, or a chain through it,
+    can name the wrong row). A target of recall >= 0.95 at precision >= 0.99 needs a
+    threshold where the first is >= 0.95 and the second <= 0.01."""
+    from dataselect.deduplication.text import normalised, parse_normalisations
+
+    how = parse_normalisations("nfkc,case,punctuation,whitespace")
+    found = []
+    for name in ("trec_coarse.train", "banking77.train"):
+        table, truth = plant(name, rows, per_kind)
+        texts = normalised(table.column("text").combine_chunks(), how).to_pylist()
+        ids = table.column("id").to_pylist()
+        where = {row: k for k, row in enumerate(ids)}
+        corpus = [k for k, row in enumerate(ids) if row.startswith("r")]
+        for size in (3, 5):
+            sets = [{t[i : i + size] for i in range(max(1, len(t) - size + 1))} for t in texts]
+            for kind in ("filler", "word"):
+                own, other = [], []
+                for copy in (c for c, k in truth["kind"].items() if k == kind):
+                    shingles, origin = sets[where[copy]], where[truth["family"][copy]]
+                    own.append(_jaccard(shingles, sets[origin]))
+                    other.append(
+                        max(
+                            _jaccard(shingles, sets[q])
+                            for q in corpus
+                            if q != origin and texts[q] != texts[origin]
+                        )
+                    )
+                for threshold in (0.4, 0.5, 0.6, 0.7, 0.8):
+                    found.append(
+                        {
+                            "corpus": name,
+                            "ngram": size,
+                            "kind": kind,
+                            "threshold": threshold,
+                            "recall": float(np.mean(np.asarray(own) >= threshold)),
+                            "unrelated_above": float(np.mean(np.asarray(other) >= threshold)),
+                        }
+                    )
+    return found
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b)
+
+
 def selection_probe(work: Path) -> list[dict]:
     """The issue's case: 3,000 trec_coarse rows plus 5 copies (new ids) of 300 of them; 200
     rows selected with and without a dedup stage, scored by `dataselect eval` (a linear probe on
@@ -464,6 +513,28 @@ def main() -> int:
                 + f" | {r['seconds']} |"
             )
         rows: dict = {"quality": found}
+        if args.sweep:
+            ceiling = jaccard_ceiling(args.rows, args.per_kind)
+            rows["ceiling"] = ceiling
+            lines += [
+                "",
+                "The ceiling of any Jaccard threshold, exact Jaccard over character shingles: "
+                "recall (copies at or above the threshold with their original) / unrelated "
+                "(copies with some unrelated corpus row at or above it)",
+                "",
+                "| corpus | ngram | kind | " + " | ".join(
+                    f"{t} recall / unrelated" for t in (0.4, 0.5, 0.6, 0.7, 0.8)
+                ) + " |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            keys = sorted({(r["corpus"], r["ngram"], r["kind"]) for r in ceiling})
+            for corpus, size, kind in keys:
+                cells = [
+                    f"{r['recall']:.2f} / {r['unrelated_above']:.2f}"
+                    for r in ceiling
+                    if (r["corpus"], r["ngram"], r["kind"]) == (corpus, size, kind)
+                ]
+                lines.append(f"| {corpus} | {size} | {kind} | " + " | ".join(cells) + " |")
         if not args.sweep and not args.skip_quality:
             probed = selection_probe(work)
             rows["selection"] = probed
