@@ -522,9 +522,9 @@ def main() -> int:
                 "recall (copies at or above the threshold with their original) / unrelated "
                 "(copies with some unrelated corpus row at or above it)",
                 "",
-                "| corpus | ngram | kind | " + " | ".join(
-                    f"{t} recall / unrelated" for t in (0.4, 0.5, 0.6, 0.7, 0.8)
-                ) + " |",
+                "| corpus | ngram | kind | "
+                + " | ".join(f"{t} recall / unrelated" for t in (0.4, 0.5, 0.6, 0.7, 0.8))
+                + " |",
                 "|---|---|---|---|---|---|---|---|",
             ]
             keys = sorted({(r["corpus"], r["ngram"], r["kind"]) for r in ceiling})
