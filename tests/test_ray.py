@@ -24,7 +24,8 @@ from dataselect.engine import use_engine
 
 
 def pipeline(corpus: Path, root: Path) -> list[Path]:
-    folders = [root / name for name in ("embed", "cluster", "score", "dedup", "sample")]
+    names = ("embed", "cluster", "score", "dedup", "sample", "facility")
+    folders = [root / name for name in names]
     embed(corpus, folders[0], EmbedConfig(embedder="hashing", dim=32), quiet=True)
     cluster(folders[0], folders[1], ClusterConfig(k=5), quiet=True)
     scorers = ScoreConfig(scorers=("heuristic", "label-agreement"), label_column="label")
@@ -35,6 +36,9 @@ def pipeline(corpus: Path, root: Path) -> list[Path]:
         folders[4],
         SampleConfig(strategy="kmq", budget="25", score_column="score_heuristic"),
         quiet=True,
+    )
+    sample(
+        folders[1], folders[5], SampleConfig(strategy="facility-location", budget="20"), quiet=True
     )
     return folders
 

@@ -103,7 +103,7 @@ def test_kmeans_closest_takes_the_rows_nearest_each_centroid(
 
 @settings(max_examples=6, deadline=None)
 @given(
-    strategy=st.sampled_from(["random", "kmeans-closest", "kmeans-random"]),
+    strategy=st.sampled_from(["random", "kmeans-closest", "kmeans-random", "facility-location"]),
     budget=st.integers(1, 300),
     shards=st.integers(1, 5),
     order_seed=st.integers(0, 1000),

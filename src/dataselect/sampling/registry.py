@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataselect.registry import Registry
 from dataselect.sampling.bandit import BanditStrategy
+from dataselect.sampling.facility_location import FacilityLocationStrategy
 from dataselect.sampling.iterative import IterativeStrategy
 from dataselect.sampling.kmeans_closest import KmeansClosestStrategy
 from dataselect.sampling.kmeans_random import KmeansRandomStrategy
@@ -21,6 +22,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
         TopKStrategy,
         KmeansClosestStrategy,
         KmeansRandomStrategy,
+        FacilityLocationStrategy,
         KmqStrategy,
         IterativeStrategy,
         BanditStrategy,

@@ -12,7 +12,7 @@ _selection.json (parameters, counts, metrics).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
@@ -30,8 +30,7 @@ from dataselect.io.folder_state import artifact_path
 from dataselect.io.ids import batch_ids, derived_ids
 from dataselect.io.lock import writing
 from dataselect.io.output import StageOutput
-from dataselect.io.readahead import ordered_map
-from dataselect.io.sources import InputDataset, InputShard, open_input, open_stage_input
+from dataselect.io.sources import InputDataset, InputShard, open_stage_input
 from dataselect.keyed import row_keys
 from dataselect.lineage import trace_lineage
 from dataselect.manifest import MANIFEST_NAME, read_manifest
@@ -59,11 +58,11 @@ from dataselect.sampling.streaming import (
     checked_scores,
     select_streaming,
 )
+from dataselect.sampling.vectors import READ_ROWS, embeddings_of, rows_at
 from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
 METRICS_SAMPLE_ROWS = 20_000
 KEEP_COLUMN = "keep"  # a dedup stage's verdict: rows with keep false are never drawn
-READ_ROWS = 1 << 14  # the read batch of the write-out (source rows) and the Vendi pass
 WRITE_ROWS = 1 << 16  # the most chosen rows in one row group of an output part
 
 
@@ -292,8 +291,10 @@ class SampleStage:
         return select(self.pool, strategy, budget, config.resolved_allocation, config.temperature)
 
     def _context(self, output: StageOutput | None) -> SampleContext:
+        positions = self.pool_positions.add_column(0, "id", self.ids)
         return SampleContext(self.dataset, self.lineage, self.ids, self.config.seed,
-                             self.config.temperature, output)  # fmt: skip
+                             self.config.temperature, output, self.config.resolved_allocation,
+                             positions)  # fmt: skip
 
     # -- stage hooks -------------------------------------------------------------------
     def setup(self, output: StageOutput) -> None:
@@ -484,19 +485,6 @@ def keyed_sample(table: pa.Table, seed: int, rows: int) -> pa.Table:
     return top.result().select(["id", "shard", "row"]).combine_chunks()
 
 
-def rows_at(
-    batches: Iterable[pa.RecordBatch], rows: np.ndarray
-) -> Iterator[tuple[int, int, pa.RecordBatch]]:
-    """The rows at the sorted positions ``rows`` of a shard read batch by batch: for each
-    batch holding some, (first, last, those rows) with ``rows[first:last]`` their positions."""
-    offset = 0
-    for batch in batches:
-        first, last = (int(i) for i in np.searchsorted(rows, [offset, offset + batch.num_rows]))
-        if last > first:
-            yield first, last, batch.take(pa.array(rows[first:last] - offset))
-        offset += batch.num_rows
-
-
 def joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     """One record batch of the rows of ``batches`` (same schema), in order."""
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
@@ -518,45 +506,6 @@ def rows_by_shard(rows: pa.Table) -> dict[int, pa.Table]:
         for start, end in zip([0, *cuts], [*cuts, len(shard)], strict=True)
         if end > start
     }
-
-
-def embeddings_of(embed_folder: Path, wanted: list[pa.Table], dim: int) -> list[np.ndarray]:
-    """The vectors of each table of rows (id, shard, row), in its order, from one pass over
-    the embed folder, taken by position (input shard i is embed shard i, row for row) and
-    checked by id."""
-    every = pa.concat_tables([w.select(["id", "shard", "row"]) for w in wanted])
-    shard, row = every.column("shard").to_numpy(), every.column("row").to_numpy()
-    order = np.lexsort((row, shard))
-    shard, row = shard[order], row[order]
-    ids = every.column("id").combine_chunks().take(pa.array(order))
-    vectors = np.zeros((len(order), dim), dtype=np.float32)
-    found = 0
-    parts = open_input(embed_folder).shards
-    bounds = np.searchsorted(shard, np.arange(len(parts) + 1))  # part i: bounds[i]..[i + 1]
-    spans = zip(parts, bounds[:-1], bounds[1:], strict=True)
-    jobs = [(part, int(lo), int(hi)) for part, lo, hi in spans if hi > lo]
-
-    def pick(job: tuple[InputShard, int, int]) -> list[tuple[int, int, pa.RecordBatch]]:
-        """The job's rows of one embed part: read side by side with the other parts."""
-        part, lo, hi = job
-        return list(rows_at(part.iter_batches(["id", "embedding"], READ_ROWS), row[lo:hi]))
-
-    for (part, lo, _), picks in zip(jobs, ordered_map(pick, jobs), strict=True):
-        for first, last, picked in picks:
-            if not picked.column("id").equals(ids.slice(lo + first, last - first)):
-                raise DataError(f"{part.describe()}: its rows no longer match the "
-                                "selection's input (rerun the stages after it)")  # fmt: skip
-            vectors[order[lo + first : lo + last]] = vectors_of(picked, dim)
-            found += last - first
-    if found != len(order):
-        raise DataError(f"{embed_folder}: {len(order) - found:,} selected or sampled rows are "
-                        "not in the embed folder")  # fmt: skip
-    bounds = np.cumsum([0] + [w.num_rows for w in wanted])
-    return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-
-def vectors_of(batch: pa.RecordBatch, dim: int) -> np.ndarray:
-    return batch.column("embedding").flatten().to_numpy().reshape(-1, dim)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -16,6 +16,7 @@ the dry run's estimate. Two kinds:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -116,6 +117,26 @@ class SampleContext:
     seed: int
     temperature: float
     output: StageOutput | None = None  # the selection folder (stored feedback)
+    allocation: str = "proportional"  # --allocation, resolved
+    positions: pa.Table | None = None  # the pool's rows: id, shard, row (input position)
+
+    @property
+    def spill_folder(self) -> Path | None:
+        """Where temporary files go: beside the output (its file system), else the system's
+        temporary folder."""
+        return None if self.output is None else self.output.folder.parent
+
+    def vectors(self, folder: str | Path) -> np.ndarray:
+        """Every pool row's embedding (pool order) in a memory-mapped file in ``folder``:
+        one pass over the embed folder; the OS keeps what memory allows."""
+        from dataselect.sampling.vectors import embeddings_of
+
+        assert self.positions is not None
+        dim = int(self.lineage.embed.params["dim"])
+        rows = max(self.positions.num_rows, 1)
+        into = np.memmap(Path(folder) / "vectors.f32", np.float32, "w+", shape=(rows, dim))
+        embeddings_of(self.lineage.embed_folder, [self.positions], dim, into)
+        return into
 
 
 class AdaptiveStrategy(Strategy):
