@@ -53,7 +53,20 @@ from dataselect.evaluation import probe_accuracy
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
 RESULTS = ROOT / "scripts" / "bench" / "results"
-STRATEGIES = ("random", "kmeans-closest", "kmeans-random", "top-k", "kmq")
+STRATEGIES = (
+    "random",
+    "kmeans-closest",
+    "kmeans-random",
+    "top-k",
+    "kmq",
+    "facility-location",
+    "hierarchical",
+)
+# strategies on a cluster folder of their own k (a function of the budget in rows n):
+# facility-location solves over one partition (these corpora fit one graph), hierarchical
+# balances over 3n leaves (with n leaves every leaf would give one row: kmeans-closest)
+OWN_K = {"facility-location": lambda n: 1, "hierarchical": lambda n: 3 * n}
+APRICOT = "apricot facility-location (dense)"
 SCORED = ("top-k", "kmq")  # read score_heuristic (label-free) from a score folder
 KMQ_TEMPERATURE = 0.1
 
@@ -140,7 +153,7 @@ def clean_part(args: argparse.Namespace) -> None:
             print(f"{corpus}: all of train {full:.3f}", flush=True)
             for budget in budgets:
                 n_rows = max(1, round(len(ids) * budget / 100))
-                results: dict[str, list[tuple[float, float, float]]] = {s: [] for s in STRATEGIES}
+                results: dict[str, list[tuple]] = {s: [] for s in STRATEGIES}
                 for seed in seeds:
                     cluster_dir = root / corpus / f"cluster-{budget}-{seed}"
                     cluster(
@@ -154,8 +167,20 @@ def clean_part(args: argparse.Namespace) -> None:
                     for strategy in STRATEGIES:
                         out = root / corpus / f"sel-{budget}-{seed}-{strategy}"
                         scored = strategy in SCORED
+                        source = score_dir if scored else cluster_dir
+                        if strategy in OWN_K:
+                            k = OWN_K[strategy](n_rows)
+                            source = root / corpus / f"cluster-k{k}-{seed}"
+                            if not source.exists():
+                                cluster(
+                                    root / corpus / "train",
+                                    source,
+                                    ClusterConfig(k=k, seed=seed),
+                                    quiet=True,
+                                )
+                        began = time.perf_counter()
                         done = sample(
-                            score_dir if scored else cluster_dir,
+                            source,
                             out,
                             SampleConfig(
                                 strategy=strategy,
@@ -176,11 +201,20 @@ def clean_part(args: argparse.Namespace) -> None:
                         rows_x = x[[index[i] for i in chosen]]
                         rows_y = [y[index[i]] for i in chosen]
                         accuracy = probe_accuracy(rows_x, rows_y, x_test, y_test)
+                        seconds = time.perf_counter() - began
                         outputs = done.manifest.outputs
                         results[strategy].append(
-                            (accuracy, outputs["vendi_selected"]["q1"], outputs["cluster_coverage"])
+                            (
+                                accuracy,
+                                outputs["vendi_selected"]["q1"],
+                                outputs["cluster_coverage"],
+                                seconds,
+                            )
                         )
+                results[APRICOT] = apricot_runs(x, y, x_test, y_test, n_rows)
                 for strategy, values in results.items():
+                    if not values:  # apricot not installed
+                        continue
                     accs = [v[0] for v in values]
                     row = {
                         "corpus": corpus,
@@ -189,12 +223,38 @@ def clean_part(args: argparse.Namespace) -> None:
                         "rows": n_rows,
                         "accuracy": statistics.mean(accs),
                         "accuracy_sd": statistics.pstdev(accs),
-                        "vendi_q1": statistics.mean(v[1] for v in values),
-                        "coverage": statistics.mean(v[2] for v in values),
+                        "seconds": statistics.mean(v[3] for v in values),
                     }
+                    if values[0][1] is not None:
+                        row["vendi_q1"] = statistics.mean(v[1] for v in values)
+                    if values[0][2] is not None:
+                        row["coverage"] = statistics.mean(v[2] for v in values)
                     rows.append(row)
                     print(f"{corpus} {budget}% {strategy}: {row['accuracy']:.3f}", flush=True)
     write(rows, args.quick, time.perf_counter() - started, len(seeds))
+
+
+def apricot_runs(
+    x: np.ndarray, y: list, x_test: np.ndarray, y_test: list, n_rows: int
+) -> list[tuple[float, None, None, float]]:
+    """apricot's FacilityLocationSelection (lazy greedy) on the dense (1 + cos) / 2 matrix
+    of all rows: our objective without the sparse graph or the partition. Deterministic,
+    so run once for every seed; its wall time includes building the matrix."""
+    try:
+        from apricot import FacilityLocationSelection
+    except ImportError:
+        return []
+    began = time.perf_counter()
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    similarity = (1.0 + unit.astype(np.float64) @ unit.T.astype(np.float64)) / 2.0
+    chosen = (
+        FacilityLocationSelection(n_rows, metric="precomputed", optimizer="lazy", verbose=False)
+        .fit(similarity)
+        .ranking
+    )
+    seconds = time.perf_counter() - began
+    accuracy = probe_accuracy(x[chosen], [y[i] for i in chosen], x_test, y_test)
+    return [(accuracy, None, None, seconds)]
 
 
 def write(rows: list[dict], quick: bool, seconds: float, seeds: int) -> None:
@@ -208,22 +268,50 @@ def write(rows: list[dict], quick: bool, seconds: float, seeds: int) -> None:
         f"kmq (T = {KMQ_TEMPERATURE}) rank by the label-free heuristic score. Vendi = "
         "Vendi score q = 1 of the selection; coverage = share of clusters selected from.",
         "",
-        "| corpus | budget | rows | strategy | accuracy | vendi q1 | coverage |",
-        "|---|---|---|---|---|---|---|",
+        "| corpus | budget | rows | strategy | accuracy | vs kmeans-closest | vendi q1 | "
+        "coverage | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    closest = {
+        (r["corpus"], r["budget"]): r["accuracy"] for r in rows if r["strategy"] == "kmeans-closest"
+    }
     for r in rows:
         vendi = f"{r['vendi_q1']:.1f}" if "vendi_q1" in r else ""
         coverage = f"{r['coverage']:.2f}" if "coverage" in r else ""
+        timed = f"{r['seconds']:.2f}" if "seconds" in r else ""
+        base = closest.get((r["corpus"], r["budget"]))
+        delta = "" if base is None else f"{100 * (r['accuracy'] - base):+.1f}"
         lines.append(
             f"| {r['corpus']} | {r['budget']} | {r['rows']} | {r['strategy']} | "
-            f"{r['accuracy']:.3f} ({r['accuracy_sd']:.3f}) | {vendi} | {coverage} |"
+            f"{r['accuracy']:.3f} ({r['accuracy_sd']:.3f}) | {delta} | {vendi} | {coverage} | "
+            f"{timed} |"
         )
+    lines += ["", *target_lines(rows, closest)]
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if quick else ""
     (RESULTS / f"selection_quality{suffix}.md").write_text(text)
     (RESULTS / f"selection_quality{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def target_lines(rows: list[dict], closest: dict) -> list[str]:
+    """Issue 18's target, label-free strategies only: the best new strategy's mean gain
+    over kmeans-closest at 1/2/5%, and its worst loss at any budget."""
+    lines = ["| new strategy | mean gain at 1/2/5% (points) | worst at any budget (points) |",
+             "|---|---|---|"]  # fmt: skip
+    for strategy in ("facility-location", "hierarchical"):
+        gains = {
+            (r["corpus"], r["budget"]): 100 * (r["accuracy"] - closest[(r["corpus"], r["budget"])])
+            for r in rows
+            if r["strategy"] == strategy and (r["corpus"], r["budget"]) in closest
+        }
+        if not gains:
+            continue
+        small = [g for (_, b), g in gains.items() if b in ("1%", "2%", "5%")]
+        mean = statistics.mean(small) if small else float("nan")
+        lines.append(f"| {strategy} | {mean:+.1f} | {min(gains.values()):+.1f} |")
+    return lines
 
 
 # -- robustness to junk ------------------------------------------------------------------

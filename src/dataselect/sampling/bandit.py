@@ -203,7 +203,7 @@ class BanditStrategy(AdaptiveStrategy):
     )
     Options = BanditOptions
     options: BanditOptions
-    traits = StrategyTraits(needs_clusters=True, needs_score=True, streams=False)
+    traits = StrategyTraits(needs_clusters=True, needs_score=True, streams=False, stratifies=False)
     artifacts = (PULLS,)
 
     @classmethod

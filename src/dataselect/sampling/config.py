@@ -10,6 +10,7 @@ from dataselect.errors import UsageError
 from dataselect.options import at_least, one_of, option, positive_number, seed_option
 from dataselect.registry import RegistryConfig
 from dataselect.sampling.registry import STRATEGIES
+from dataselect.sampling.strata import STRATUM_BUDGETS, parse_mixture
 from dataselect.sampling.strategies import ALLOCATIONS
 from dataselect.sampling.strategy import Strategy
 
@@ -68,6 +69,24 @@ class SampleConfig(RegistryConfig):
         None,
         "Tokens per row for --budget-tokens \\[default: whitespace tokens of the text].",
     )
+    stratify_column: str | None = option(
+        None,
+        "Split the budget over this source column's values (a label, a source, a language) "
+        "and select within each; the summary counts rows per stratum.",
+    )
+    stratum_budget: str = option(
+        "proportional",
+        "--stratify-column: rows per stratum proportional to its size, or equal (what a small "
+        "stratum cannot use goes to the others).",
+        parse=one_of(*STRATUM_BUDGETS),
+    )
+    mixture: tuple[str, ...] = option(
+        (),
+        "--stratify-column: weights per value instead, a JSON/YAML file of {value: weight} "
+        "or value=weight,...; values it does not name get no rows.",
+        parse=parse_mixture,
+        cli_type=str,
+    )
     seed: int = seed_option()
 
     def check(self) -> None:
@@ -75,6 +94,11 @@ class SampleConfig(RegistryConfig):
         if entry.traits.needs_score and not self.score_column:
             raise UsageError(f"--strategy {self.strategy} needs --score-column")
         entry.check(self.options_for(entry), self)
+        if self.mixture and not self.stratify_column:
+            raise UsageError("--mixture needs --stratify-column")
+        if self.stratify_column and not entry.traits.stratifies:
+            raise UsageError(f"--strategy {self.strategy} does not take --stratify-column (its "
+                             "rounds or pulls run once over the whole input)")  # fmt: skip
 
     @property
     def entry(self) -> type[Strategy]:

@@ -43,7 +43,12 @@ from dataselect.sampling.feedback import FeedbackSource, ProbeFeedback, stored_f
 from dataselect.sampling.kmeans_random import KmeansRandomStrategy
 from dataselect.sampling.kmq import KmqStrategy
 from dataselect.sampling.strategies import Pool, Selection, allocate_weighted, cluster_top
-from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, SortColumns
+from dataselect.sampling.strategy import (
+    AdaptiveStrategy,
+    SampleContext,
+    SortColumns,
+    StrategyTraits,
+)
 from dataselect.scoring.rows import RowReader
 
 
@@ -213,6 +218,7 @@ class IterativeStrategy(AdaptiveStrategy):
     )
     Options = IterativeOptions
     options: IterativeOptions
+    traits = StrategyTraits(needs_clusters=True, streams=False, stratifies=False)
 
     @classmethod
     def check(cls, options: IterativeOptions, config: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataselect.registry import Registry
 from dataselect.sampling.bandit import BanditStrategy
 from dataselect.sampling.facility_location import FacilityLocationStrategy
+from dataselect.sampling.hierarchical import HierarchicalStrategy
 from dataselect.sampling.iterative import IterativeStrategy
 from dataselect.sampling.kmeans_closest import KmeansClosestStrategy
 from dataselect.sampling.kmeans_random import KmeansRandomStrategy
@@ -23,6 +24,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry(
         KmeansClosestStrategy,
         KmeansRandomStrategy,
         FacilityLocationStrategy,
+        HierarchicalStrategy,
         KmqStrategy,
         IterativeStrategy,
         BanditStrategy,

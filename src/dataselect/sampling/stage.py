@@ -46,6 +46,7 @@ from dataselect.sampling.metrics import (
     vendi_scores,
 )
 from dataselect.sampling.registry import STRATEGIES
+from dataselect.sampling.strata import stratum_budgets, stratum_codes
 from dataselect.sampling.strategies import Pool, Selection, select
 from dataselect.sampling.strategy import (
     AdaptiveStrategy,
@@ -147,12 +148,16 @@ class SampleStage:
         self.one_per_vector = (config.entry.traits.one_per_vector
                                and VECTOR_HASH in dataset.schema.names)  # fmt: skip
         self.streams = (self.strategy.traits.streams and config.budget_tokens is None
-                        and not self.deduplicated)  # fmt: skip
+                        and not self.deduplicated and not config.stratify_column)  # fmt: skip
+        self.strata: tuple[np.ndarray, list[str]] | None = None
+        self.stratum_facts: dict[str, Any] = {}
         self.tokens_selected: int | None = None
         if self.streams:
             self.budget = parse_budget(config.budget, dataset.rows or 0)
         else:
             self.ids, self.pool = self._read_pool()
+            if config.stratify_column:
+                self.strata = stratum_codes(self._source_column(config.stratify_column))
             if config.budget_tokens is None:
                 self.budget = parse_budget(config.budget, len(self.ids))
             else:
@@ -257,6 +262,26 @@ class SampleStage:
             raise DataError(f"{source.path}: token counts must be finite and not negative")
         return tokens
 
+    def _source_column(self, column: str) -> pa.Array:
+        """A column of the source data, in pool (id) order."""
+        source = self.lineage.source
+        source.require_columns([column], what="stratify column")
+        needed = list(dict.fromkeys([*filter(None, [self.lineage.id_column]), column]))
+        ids, values = [], []
+        for shard in source.shards:
+            offset = 0
+            for batch in shard.iter_batches(needed, batch_rows=1 << 15):
+                ids.append(batch_ids(batch, shard, offset, self.lineage.id_column))
+                values.append(batch.column(column))
+                offset += batch.num_rows
+        table = pa.table({"id": pa.concat_arrays(ids), "value": pa.concat_arrays(values)})
+        table = table.sort_by([("id", "ascending")])
+        if self.deduplicated or self.one_per_vector:  # the pool holds only drawable rows
+            table = table.filter(pc.is_in(table.column("id"), value_set=self.ids))
+        if not table.column("id").combine_chunks().equals(self.ids):
+            raise DataError(f"{source.path}: its rows no longer match {self.dataset.path}")
+        return table.column("value").combine_chunks()
+
     def _rows_for_tokens(self, budget_tokens: int) -> tuple[int, int]:
         """The most rows whose selection fits the token budget (binary search over the row
         budget; the strategy's own order decides which rows)."""
@@ -283,16 +308,58 @@ class SampleStage:
         return strategy_params(self.config) | {"budget_rows": self.budget}
 
     def _select(self, budget: int, output: StageOutput | None = None) -> Selection:
-        """The chosen rows for ``budget`` (an adaptive strategy keeps its details)."""
-        config, strategy = self.config, self.strategy
-        if isinstance(strategy, AdaptiveStrategy):
-            return strategy.choose(self.pool, budget, self._context(output))
-        assert isinstance(strategy, OneShotStrategy)
-        return select(self.pool, strategy, budget, config.resolved_allocation, config.temperature)
+        """The chosen rows for ``budget`` (an adaptive strategy keeps its details); with
+        --stratify-column, the budget split over the strata and each selected on its own."""
+        if self.strata is None:
+            self.extra_columns = None
+            return self._select_within(self.strategy, None, budget, output)
+        config = self.config
+        codes, names = self.strata
+        sizes = np.bincount(codes, minlength=len(names))
+        budgets = stratum_budgets(sizes, names, budget, config.stratum_budget, config.mixture)
+        reasons = np.full(len(self.pool), "not selected", dtype=object)
+        chosen: list[np.ndarray] = []
+        extra: dict[str, list[pa.Array]] = {}
+        self.stratum_facts = {}
+        for s in np.flatnonzero(budgets).tolist():
+            rows = np.flatnonzero(codes == s)
+            strategy = config.make_strategy()  # its own state per stratum
+            part = self._select_within(strategy, rows, int(budgets[s]), output)
+            picked = rows[part.rows]
+            chosen.append(picked)
+            reasons[picked] = [f"stratum {names[s]}: {r}" for r in part.reasons[part.rows]]
+            if isinstance(strategy, AdaptiveStrategy):
+                for key, column in strategy.decision_columns(part.rows).items():
+                    extra.setdefault(key, []).append(column)
+                context = self._context(output, rows)
+                self.stratum_facts[names[s]] = strategy.facts(output, context) if output else {}
+        self.extra_columns = {key: pa.concat_arrays(parts) for key, parts in extra.items()}
+        self.stratum_counts = {
+            names[s]: {"rows": int(sizes[s]), "selected": int(budgets[s])}
+            for s in range(len(names))
+        }
+        rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+        return Selection(rows=rows, reasons=reasons)
 
-    def _context(self, output: StageOutput | None) -> SampleContext:
+    def _select_within(
+        self, strategy: Any, rows: np.ndarray | None, budget: int, output: StageOutput | None
+    ) -> Selection:
+        """``strategy``'s choice of ``budget`` among the pool ``rows`` (all when None), as
+        indices into those rows."""
+        config = self.config
+        pool = self.pool if rows is None else self.pool.subset(rows)
+        if isinstance(strategy, AdaptiveStrategy):
+            return strategy.choose(pool, budget, self._context(output, rows))
+        assert isinstance(strategy, OneShotStrategy)
+        return select(pool, strategy, budget, config.resolved_allocation, config.temperature)
+
+    def _context(self, output: StageOutput | None, rows: np.ndarray | None = None) -> SampleContext:
+        """What an adaptive strategy reads besides the pool (of ``rows`` when given)."""
+        ids = self.ids if rows is None else self.ids.take(pa.array(rows))
         positions = self.pool_positions.add_column(0, "id", self.ids)
-        return SampleContext(self.dataset, self.lineage, self.ids, self.config.seed,
+        if rows is not None:
+            positions = positions.take(pa.array(rows))
+        return SampleContext(self.dataset, self.lineage, ids, self.config.seed,
                              self.config.temperature, output, self.config.resolved_allocation,
                              positions)  # fmt: skip
 
@@ -349,8 +416,8 @@ class SampleStage:
         self.selection = self._select(self.budget, output)
         rows = pa.array(self.selection.rows)
         pool = self.pool
-        extra = {}
-        if isinstance(self.strategy, AdaptiveStrategy):
+        extra = self.extra_columns
+        if extra is None and isinstance(self.strategy, AdaptiveStrategy):
             extra = self.strategy.decision_columns(self.selection.rows)
         self.decisions = decisions_table(
             self.ids.take(rows),
@@ -424,7 +491,13 @@ class SampleStage:
         return facts
 
     def _adaptive_facts(self, output: StageOutput) -> dict[str, Any]:
-        """Per-round weights of iterative, pull statistics of bandit, and the like."""
+        """Per-round weights of iterative, pull statistics of bandit, and the like; with
+        strata, the rows per stratum (and an adaptive strategy's facts per stratum)."""
+        if self.strata is not None:
+            facts: dict[str, Any] = {"strata": self.stratum_counts}
+            if any(self.stratum_facts.values()):
+                facts["per_stratum"] = self.stratum_facts
+            return facts
         if isinstance(self.strategy, AdaptiveStrategy):
             return self.strategy.facts(output, self._context(output))
         return {}

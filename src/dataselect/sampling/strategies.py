@@ -30,6 +30,14 @@ class Pool:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def subset(self, rows: np.ndarray) -> Pool:
+        """The pool of ``rows`` only (in their order)."""
+
+        def take(column: np.ndarray | None) -> np.ndarray | None:
+            return None if column is None else column[rows]
+
+        return Pool(self.keys[rows], take(self.cluster), take(self.distance), take(self.score))
+
 
 @dataclass
 class Selection:

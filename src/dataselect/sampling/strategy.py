@@ -43,6 +43,7 @@ class StrategyTraits:
     # takes one row of each set of rows with identical vectors (the input's vector_hash):
     # the first in keyed order; the others are never drawn
     one_per_vector: bool = False
+    stratifies: bool = True  # runs within each stratum of --stratify-column
 
 
 @dataclass(frozen=True)
