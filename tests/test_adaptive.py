@@ -69,7 +69,9 @@ def test_bandit_pool_concentrates_on_high_arms_and_retires_them() -> None:
     cluster = np.repeat(np.arange(10), 50).astype(np.int32)
     score = rng.normal(0.0, 0.1, 500) + np.isin(cluster, [2, 5]) * 1.0
     pool = Pool(keys=rng.integers(0, 2**63, 500).astype(np.uint64), cluster=cluster, score=score)
-    result = run_bandit(pool, 120, BanditParams(probes=10, block=10, alpha=1.0, tau=0.5))
+    result = run_bandit(
+        pool, 120, BanditParams(probes=10, block=10, alpha=1.0, tau=0.5)
+    )  # pure UCB
     rows = result.selection.rows
     assert len(rows) == 120 and len(set(rows.tolist())) == 120
     assert np.isin(cluster[rows], [2, 5]).sum() == 100  # both high arms taken whole
@@ -79,6 +81,30 @@ def test_bandit_pool_concentrates_on_high_arms_and_retires_them() -> None:
     assert (kinds == "start").sum() == 10  # each arm pulled once before any admission
     assert (result.pulls["admitted"][kinds == "start"] == 0).all()
     assert result.pulls["admitted"].sum() == 120
+
+
+def test_bandit_coverage_floor_reaches_every_fit_arm_and_no_junk_arm() -> None:
+    """Half the budget spread first over the arms not confidently below tau, in proportion
+    to size: every ordinary arm gets rows, the two junk arms none; admission by score."""
+    rng = np.random.default_rng(0)
+    cluster = np.repeat(np.arange(10), 50).astype(np.int32)
+    score = rng.normal(0.0, 0.1, 500) + np.isin(cluster, [2, 5]) * 1.0
+    score -= np.isin(cluster, [8, 9]) * 2.0
+    pool = Pool(keys=rng.integers(0, 2**63, 500).astype(np.uint64), cluster=cluster, score=score)
+    params = BanditParams(probes=10, block=10, alpha=1.0, tau=0.0, floor=0.5, admit="score")
+    result = run_bandit(pool, 120, params)
+    rows = result.selection.rows
+    assert len(rows) == 120 and len(set(rows.tolist())) == 120
+    floor = result.pulls["kind"] == "floor"
+    assert result.pulls["admitted"][floor].sum() == 60
+    assert sorted(result.pulls["arm"][floor].tolist()) == [0, 1, 2, 3, 4, 5, 6, 7]
+    counts = np.bincount(cluster[rows], minlength=10)
+    assert (counts[:8] >= 7).all() and counts[8:].sum() == 0
+    # within an arm, the highest scores first
+    for arm in range(8):
+        taken = rows[cluster[rows] == arm]
+        rest = np.setdiff1d(np.flatnonzero(cluster == arm), taken)
+        assert score[taken].min() >= score[rest].max()
 
 
 def test_neighbour_credit_goes_to_close_arms_only() -> None:
@@ -281,7 +307,7 @@ def test_bandit_through_the_cli_writes_the_pull_log(planted: Path, tmp_path: Pat
     out = tmp_path / "bandit"
     budget = len(HIGH) * PER_GROUP + 20
     args = ["--strategy", "bandit", "--score-column", "score_quality", "--budget", budget,
-            "--neighbour-radius", "0.2", "--quiet"]  # fmt: skip
+            "--neighbour-radius", "0.2", "--coverage-floor", "0", "--quiet"]  # fmt: skip
     result = cli("sample", score, out, *args)
     assert result.exit_code == 0, result.output
     groups = selected_groups(out)

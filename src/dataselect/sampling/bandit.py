@@ -16,6 +16,13 @@ row is admitted, every arm is pulled once (UCB1's start), so no arm wins by goin
 With a neighbour radius, a pull's reward is also credited to arms whose centroids lie
 within that cosine distance, weighted 1 - distance / radius (fractional pulls).
 
+With a coverage floor (``--coverage-floor``, a share of the budget, default half), right
+after those first pulls every arm whose reward is not confidently below tau (reward +
+alpha * sd / sqrt(probes) > 0) admits its share of the floor in proportion to its size,
+as kmeans-random would: the arms a few lucky pulls would starve still get rows, and arms
+that look like junk do not. Within an arm rows are admitted highest score first
+(``--admit-order score``), closest to the centroid first, or in the probes' keyed order.
+
 If every remaining arm keeps a reward <= 0 (2 x arms + 10 pulls in a row admit nothing),
 the rest of the budget is filled from the arms with the highest mean reward, each in its
 keyed order, and logged as "fill": the budget is met whenever the data has the rows.
@@ -34,10 +41,12 @@ import pyarrow.parquet as pq
 from dataselect.errors import DataError, UsageError
 from dataselect.io.folder_state import artifact_bytes
 from dataselect.io.output import StageOutput
-from dataselect.options import at_least, option
+from dataselect.options import at_least, one_of, option
 from dataselect.sampling.files import PULLS
-from dataselect.sampling.strategies import Pool, Selection
+from dataselect.sampling.strategies import Pool, Selection, allocate_weighted
 from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, StrategyTraits
+
+ADMIT_ORDERS = ("score", "closest", "keyed")
 
 
 @dataclass
@@ -46,6 +55,8 @@ class BanditParams:
     block: int = 5
     alpha: float = 3.0
     tau: float = 0.0
+    floor: float = 0.0  # share of the budget admitted first over the arms that look fit
+    admit: str = "keyed"  # the order rows are admitted in within an arm
 
 
 @dataclass
@@ -78,8 +89,14 @@ def run_bandit(
     assert pool.cluster is not None and pool.score is not None
     n = len(pool)
     k = int(pool.cluster.max()) + 1
-    order = np.lexsort((np.arange(n), pool.keys, pool.cluster))
+    order = np.lexsort((np.arange(n), pool.keys, pool.cluster))  # probes: keyed order
     starts = np.searchsorted(pool.cluster[order], np.arange(k + 1))
+    admit_order = order  # rows are admitted in this order within their arm
+    if params.admit == "score":
+        admit_order = np.lexsort((np.arange(n), pool.keys, -pool.score, pool.cluster))
+    elif params.admit == "closest":
+        assert pool.distance is not None
+        admit_order = np.lexsort((np.arange(n), pool.keys, pool.distance, pool.cluster))
     sizes = np.diff(starts)
     spread = float(pool.score.std()) or 1.0
     reward_sum = np.zeros(k)
@@ -122,7 +139,7 @@ def run_bandit(
     def admit(arm: int, count: int, why: str) -> int:
         nonlocal left
         take = int(min(count, left, sizes[arm] - admitted[arm]))
-        block = order[starts[arm] + admitted[arm] : starts[arm] + admitted[arm] + take]
+        block = admit_order[starts[arm] + admitted[arm] : starts[arm] + admitted[arm] + take]
         reasons[block] = f"arm {arm}, {why}"
         chosen.append(block)
         admitted[arm] += take
@@ -135,6 +152,19 @@ def run_bandit(
     first_keys = np.where(sizes > 0, pool.keys[order[np.minimum(starts[:-1], n - 1)]], 0)
     for arm in np.flatnonzero(sizes > 0)[np.argsort(first_keys[sizes > 0], kind="stable")]:
         pull(int(arm), float("inf"), "start")
+    if params.floor > 0:  # the coverage floor, before UCB takes over
+        start = reward_sum / np.maximum(pulls, 1e-12)
+        margin = params.alpha * spread / np.sqrt(np.minimum(params.probes, np.maximum(sizes, 1)))
+        fit = active & (start + margin > 0)  # not confidently below tau
+        floor = min(int(round(params.floor * budget)), int(sizes[fit].sum()))
+        if floor:
+            shares = allocate_weighted(np.where(fit, sizes, 0), np.where(fit, sizes, 0), floor)
+            for arm in np.flatnonzero(shares).tolist():
+                take = admit(arm, int(shares[arm]), "coverage floor")
+                for key, value in (("pull", total_pulls), ("arm", arm), ("kind", "floor"),
+                                   ("reward", float(start[arm])), ("ucb", float("nan")),
+                                   ("admitted", take)):  # fmt: skip
+                    log[key].append(value)
     idle = 0
     while left > 0 and active.any():
         mean = reward_sum / np.maximum(pulls, 1e-12)
@@ -171,6 +201,12 @@ def run_bandit(
     )
 
 
+def _share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise UsageError("is a share of the budget in [0, 1]")
+    return float(value)
+
+
 def _radius(value: Any) -> float | None:
     if value is None:
         return None
@@ -186,6 +222,19 @@ class BanditOptions:
     alpha: float = option(3.0, "bandit: exploration, in standard deviations of the score.")
     tau: float | None = option(
         None, "bandit: reward threshold \\[default: the score column's median]."
+    )
+    coverage_floor: float = option(
+        0.5,
+        "bandit: share of the budget admitted first, in proportion to arm size, over the arms "
+        "whose first pull is not confidently below tau (reward + alpha * sd / sqrt(probes) "
+        "> 0); UCB spends the rest. 0: pure UCB.",
+        parse=_share,
+    )
+    admit_order: str = option(
+        "score",
+        "bandit: the order an arm admits its rows in: highest score, closest to the centroid, "
+        "or keyed (the probes' order).",
+        parse=one_of(*ADMIT_ORDERS),
     )
     neighbour_radius: float | None = option(
         None,
@@ -215,9 +264,12 @@ class BanditStrategy(AdaptiveStrategy):
         assert pool.score is not None
         o = self.options
         tau = float(np.median(pool.score)) if o.tau is None else o.tau
-        return BanditParams(o.probes, o.block, o.alpha, tau)
+        return BanditParams(o.probes, o.block, o.alpha, tau, o.coverage_floor, o.admit_order)
 
     def choose(self, pool: Pool, budget: int, context: SampleContext) -> Selection:
+        if self.options.admit_order == "closest" and pool.distance is None:
+            raise DataError(f"{context.dataset.path}: --admit-order closest needs a 'distance' "
+                            "column (a cluster or score stage folder)")  # fmt: skip
         self.tau = self.params(pool).tau
         self.result = run_bandit(pool, budget, self.params(pool), self._neighbours(context))
         return self.result.selection
@@ -246,7 +298,8 @@ class BanditStrategy(AdaptiveStrategy):
         kinds = result.pulls["kind"]
         return {
             "tau": self.tau,
-            "pulls": int((kinds != "fill").sum()),
+            "pulls": int(np.isin(kinds, ["start", "pull"]).sum()),
+            "rows_floor": int(result.pulls["admitted"][kinds == "floor"].sum()),
             "rows_filled": int(result.pulls["admitted"][kinds == "fill"].sum()),
             "arms": result.arms,
         }

@@ -35,14 +35,20 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dataselect.errors import UsageError
+from dataselect.errors import DataError, UsageError
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset
-from dataselect.options import at_least, option
+from dataselect.options import at_least, one_of, option
 from dataselect.sampling.feedback import FeedbackSource, ProbeFeedback, stored_feedback
 from dataselect.sampling.kmeans_random import KmeansRandomStrategy
 from dataselect.sampling.kmq import KmqStrategy
-from dataselect.sampling.strategies import Pool, Selection, allocate_weighted, cluster_top
+from dataselect.sampling.strategies import (
+    Pool,
+    Selection,
+    allocate,
+    allocate_weighted,
+    cluster_top,
+)
 from dataselect.sampling.strategy import (
     AdaptiveStrategy,
     SampleContext,
@@ -59,6 +65,7 @@ class IterativeParams:
     shrinkage: float = 5.0
     step: float = 3.0
     max_update: float = 2.0
+    first_round: str = "draw"  # "coverage": round 1 takes the rows closest to each centroid
 
 
 @dataclass
@@ -107,6 +114,10 @@ def run_iterative(
     k = int(pool.cluster.max()) + 1
     sizes = np.bincount(pool.cluster, minlength=k)
     order, starts = within_cluster_order(pool, params.temperature)
+    first_quota = None
+    if params.first_round == "coverage":
+        first_quota = allocate(sizes, round_budgets(budget, params.rounds)[0], "equal")
+        order = closest_first(pool, order, starts, first_quota)
     taken = np.zeros(k, dtype=np.int64)
     weights = np.ones(k)
     round_of_row = np.zeros(n, dtype=np.int32)
@@ -125,12 +136,15 @@ def run_iterative(
             )
             history[-1]["feedback"] = {**facts, **given.facts}
             history[-1]["cluster_feedback"] = [round(float(v), 6) for v in shrunk]
-        quota = allocate_weighted(weights * sizes, sizes - taken, round_budget)
+        if r == 1 and first_quota is not None:
+            quota, how = first_quota, "closest to its centroid, rank"
+        else:
+            quota, how = allocate_weighted(weights * sizes, sizes - taken, round_budget), "draw"
         rows = []
         for c in np.flatnonzero(quota):
             block = order[starts[c] + taken[c] : starts[c] + taken[c] + quota[c]]
             for rank, row in enumerate(block, start=int(taken[c]) + 1):
-                reasons[row] = f"round {r}: draw {rank} in cluster {c} (weight {weights[c]:.3f})"
+                reasons[row] = f"round {r}: {how} {rank} in cluster {c} (weight {weights[c]:.3f})"
             rows.append(block)
         taken += quota
         chosen = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
@@ -153,6 +167,24 @@ def run_iterative(
         history=history,
         weights=weights,
     )
+
+
+def closest_first(
+    pool: Pool, order: np.ndarray, starts: np.ndarray, front: np.ndarray
+) -> np.ndarray:
+    """``order`` (rows grouped by cluster, each in its draw order) with the ``front[c]`` rows
+    closest to each cluster's centroid moved to the front of their cluster, closest first:
+    round 1 takes them, later rounds go on in the draw order."""
+    assert pool.cluster is not None and pool.distance is not None
+    n = len(pool)
+    draw_rank = np.empty(n, dtype=np.int64)
+    draw_rank[order] = np.arange(n)
+    by_distance = np.lexsort((np.arange(n), pool.distance, pool.cluster))
+    near_rank = np.empty(n, dtype=np.int64)
+    near_rank[by_distance] = np.arange(n) - starts[pool.cluster[by_distance]]
+    is_front = near_rank < front[pool.cluster]
+    within = np.where(is_front, near_rank, draw_rank)
+    return np.lexsort((within, ~is_front, pool.cluster))
 
 
 def within_cluster_order(pool: Pool, temperature: float) -> tuple[np.ndarray, np.ndarray]:
@@ -191,6 +223,13 @@ def _feedback_kind(value: Any) -> str | None:
 @dataclass(frozen=True)
 class IterativeOptions:
     rounds: int = option(3, "iterative: rounds.", parse=at_least(1))
+    first_round: str = option(
+        "coverage",
+        "iterative: round 1 takes the rows closest to each centroid, the budget spread "
+        "equally (coverage, as kmeans-closest), or the strategy's draw (draw: kmq or "
+        "kmeans-random).",
+        parse=one_of("coverage", "draw"),
+    )
     feedback: str | None = option(
         None,
         "iterative: 'probe' runs every round unattended; left out, each later round comes "
@@ -244,7 +283,12 @@ class IterativeStrategy(AdaptiveStrategy):
 
     def choose(self, pool: Pool, budget: int, context: SampleContext) -> Selection:
         o = self.options
-        params = IterativeParams(o.rounds, context.temperature, o.shrinkage, o.step, o.max_update)
+        if o.first_round == "coverage" and pool.distance is None:
+            raise DataError(f"{context.dataset.path}: --first-round coverage needs a "
+                            "'distance' column (a cluster or score stage folder), or "
+                            "--first-round draw")  # fmt: skip
+        params = IterativeParams(o.rounds, context.temperature, o.shrinkage, o.step,
+                                 o.max_update, o.first_round)  # fmt: skip
         source: FeedbackSource
         if self.probe_reader is not None:
             source = ProbeFeedback(self.probe_reader, context.ids, context.seed)

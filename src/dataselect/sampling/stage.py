@@ -90,7 +90,11 @@ def parse_budget(budget: str, rows: int) -> int:
 def strategy_params(config: SampleConfig) -> dict[str, Any]:
     """The config as recorded in the manifest: the sample stage's own options (the
     allocation resolved) and the options of the strategy chosen, not those of the others."""
-    params = {key: value for key, value in config.values().items() if key not in config.options}
+    params = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in config.values().items()
+        if key not in config.options
+    }
     params["allocation"] = config.resolved_allocation
     for key, value in asdict(config.options_for(config.entry)).items():
         params[key] = list(value) if isinstance(value, tuple) else value
