@@ -6,9 +6,11 @@ selected, 3 rounds, probe feedback. Each selection is judged by the accuracy on
 banking77.test of a logistic probe (C = 10) fitted on it, and by the share of off-domain
 and shuffled rows it holds; mean over 3 seeds. Compared: random, kmeans-random, and
 iterative with the default update and with variants (no shrinkage; a gentler step; 5
-rounds). Round 1 of iterative is kmq, so with R rounds iterative keeps at least 1/R of
-kmeans-random's junk share. Then the bandit on the label-agreement score (a score that
-means the same in every cluster) with the defaults and with alpha 1, block 10.
+rounds; round 1 drawn as kmq instead of the rows closest to each centroid). Round 1 is a
+1/R share of the budget spread over every cluster, so with R rounds iterative keeps about
+1/R of kmeans-random's junk share. Then the bandit on the label-agreement score (a score
+that means the same in every cluster): the defaults (coverage floor, admission by score),
+alpha 1 with block 10, admission closest first, and the pure UCB of before.
 
     python scripts/bench/adaptive.py      # ~8 min on 2 cores
 
@@ -50,11 +52,22 @@ RUNS: dict[str, dict] = {
     "iterative, no shrinkage (shrinkage 0)": {**ITERATIVE, "shrinkage": 0.0},
     "iterative, gentle (step 1, max-update 1)": {**ITERATIVE, "step": 1.0, "max_update": 1.0},
     "iterative, 5 rounds": {**ITERATIVE, "rounds": 5},
+    "iterative, round 1 drawn (first-round draw: before issue 18)": {
+        **ITERATIVE,
+        "first_round": "draw",
+    },
 }
 BANDIT = {"strategy": "bandit", "score_column": "score_label_agreement"}
 SCORED_RUNS: dict[str, dict] = {
-    "bandit on label-agreement (defaults: alpha 3, block 5)": BANDIT,
+    "bandit on label-agreement (defaults: alpha 3, block 5, coverage floor 0.5, admit by "
+    "score)": BANDIT,
     "bandit on label-agreement, alpha 1, block 10": {**BANDIT, "alpha": 1.0, "block": 10},
+    "bandit, admit closest first": {**BANDIT, "admit_order": "closest"},
+    "bandit, pure UCB (coverage floor 0, keyed admission: before issue 18)": {
+        **BANDIT,
+        "coverage_floor": 0.0,
+        "admit_order": "keyed",
+    },
 }
 
 

@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10_000)
     parser.add_argument("--niter", type=int, default=20)
     parser.add_argument("--budget", default="1%")
+    parser.add_argument("--strategy", default="kmeans-closest", help="the sample stage's")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the folders in --workdir")
     parser.add_argument("--stages", default="embed,cluster,sample",
@@ -98,7 +99,15 @@ def main() -> None:
             stages = [
                 ("embed", root / "vectors", root / "embed", "--vector-column", "vec"),
                 ("cluster", root / "embed", root / "cluster", "--k", args.k, "--niter", args.niter),
-                ("sample", root / "cluster", root / "sample", "--budget", args.budget),
+                (
+                    "sample",
+                    root / "cluster",
+                    root / "sample",
+                    "--budget",
+                    args.budget,
+                    "--strategy",
+                    args.strategy,
+                ),  # fmt: skip
             ]
             columns = f"{root / 'cluster'}:id,cluster,distance"
             everything = (columns, f"{root / 'vectors'}:", f"{root / 'embed'}:id,embedding")
@@ -139,7 +148,8 @@ def kept_rows(args: argparse.Namespace, todo: list[str]) -> list[dict]:
 def result_name(args: argparse.Namespace) -> str:
     """scale (the default run), scale-ROWS and/or -niterN for other settings."""
     name = "scale" if args.rows == 10_000_000 else f"scale-{args.rows}"
-    return name if args.niter == 20 else f"{name}-niter{args.niter}"
+    name = name if args.niter == 20 else f"{name}-niter{args.niter}"
+    return name if args.strategy == "kmeans-closest" else f"{name}-{args.strategy}"
 
 
 def todo_of(results: list[dict]) -> list[str]:
@@ -151,10 +161,11 @@ def write(args: argparse.Namespace, results: list[dict], seconds: float) -> None
         "# scale",
         "",
         f"`python scripts/bench/scale.py --rows {args.rows} --dim {args.dim} --k {args.k} "
-        f"--niter {args.niter}`, {time.strftime('%Y-%m-%d')}, {seconds / 60:.0f} min, 2 cores. "
+        f"--niter {args.niter} --strategy {args.strategy}`, {time.strftime('%Y-%m-%d')}, "
+        f"{seconds / 60:.0f} min, 2 cores. "
         "Synthetic "
         f"{args.dim}-d float32 blobs; embed takes the vectors (validated, normalised); cluster "
-        f"k = {args.k}, {args.niter} iterations; sample kmeans-closest {args.budget}. Wall time "
+        f"k = {args.k}, {args.niter} iterations; sample {args.strategy} {args.budget}. Wall time "
         "and peak memory of each command and its worker processes (start-up included); the "
         "sample stage runs after one untimed read of everything it reads, so the page cache is "
         "as warm for it as for the floors.",

@@ -60,12 +60,23 @@ STRATEGIES = (
     "top-k",
     "kmq",
     "facility-location",
+    "facility-location, one partition",
     "hierarchical",
 )
-# strategies on a cluster folder of their own k (a function of the budget in rows n):
-# facility-location solves over one partition (these corpora fit one graph), hierarchical
-# balances over 3n leaves (with n leaves every leaf would give one row: kmeans-closest)
-OWN_K = {"facility-location": lambda n: 1, "hierarchical": lambda n: 3 * n}
+# rows of the table that run a strategy on a cluster folder of their own k (a function of
+# the budget in rows n): facility-location over k = n / 2 clusters (about two picks per
+# cluster: the partition keeps the spread, the objective picks within), and over one
+# partition (the global objective, as apricot's); hierarchical balances over 3n leaves
+# (with n leaves every leaf would give one row: kmeans-closest)
+OWN_K = {
+    "facility-location": ("facility-location", lambda n: max(1, n // 2), {}),
+    "facility-location, one partition": (
+        "facility-location",
+        lambda n: 1,
+        {"dense_rows": 16384},  # dense over all rows (<= 10k here), as apricot's
+    ),
+    "hierarchical": ("hierarchical", lambda n: 3 * n, {}),
+}
 APRICOT = "apricot facility-location (dense)"
 SCORED = ("top-k", "kmq")  # read score_heuristic (label-free) from a score folder
 KMQ_TEMPERATURE = 0.1
@@ -109,7 +120,7 @@ def vectors_and_labels(embed_folder: Path, source: Path) -> tuple[list, np.ndarr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--part", choices=("all", "clean", "junk"), default="all")
+    parser.add_argument("--part", choices=("all", "clean", "junk", "longtail"), default="all")
     args = parser.parse_args()
     if not DATASETS.is_dir():
         raise SystemExit(f"needs the real corpora in {DATASETS}")
@@ -117,6 +128,8 @@ def main() -> None:
         clean_part(args)
     if args.part in ("all", "junk"):
         junk_part(args.quick)
+    if args.part in ("all", "longtail"):
+        longtail_part(args.quick)
 
 
 def clean_part(args: argparse.Namespace) -> None:
@@ -168,8 +181,10 @@ def clean_part(args: argparse.Namespace) -> None:
                         out = root / corpus / f"sel-{budget}-{seed}-{strategy}"
                         scored = strategy in SCORED
                         source = score_dir if scored else cluster_dir
+                        name, extra = strategy, {}
                         if strategy in OWN_K:
-                            k = OWN_K[strategy](n_rows)
+                            name, k_of, extra = OWN_K[strategy]
+                            k = k_of(n_rows)
                             source = root / corpus / f"cluster-k{k}-{seed}"
                             if not source.exists():
                                 cluster(
@@ -183,11 +198,12 @@ def clean_part(args: argparse.Namespace) -> None:
                             source,
                             out,
                             SampleConfig(
-                                strategy=strategy,
+                                strategy=name,
                                 budget=str(n_rows),
                                 seed=seed,
                                 score_column="score_heuristic" if scored else None,
                                 temperature=KMQ_TEMPERATURE,
+                                **extra,
                             ),
                             quiet=True,
                         )
@@ -264,7 +280,9 @@ def write(rows: list[dict], quick: bool, seconds: float, seeds: int) -> None:
         f"`python scripts/bench/selection_quality.py{' --quick' if quick else ''}`, "
         f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min. MiniLM embeddings; logistic "
         f"regression probe (C = 10) on the selected rows, accuracy on the test split, mean (sd) "
-        f"over {seeds} seed(s); k = the budget in rows for the cluster strategies; top-k and "
+        f"over {seeds} seed(s); k = the budget in rows n for kmeans-closest, kmeans-random, "
+        "kmq; facility-location on k = n / 2 clusters (and on one), hierarchical on 3n "
+        "leaves (default levels); top-k and "
         f"kmq (T = {KMQ_TEMPERATURE}) rank by the label-free heuristic score. Vendi = "
         "Vendi score q = 1 of the selection; coverage = share of clusters selected from.",
         "",
@@ -300,7 +318,7 @@ def target_lines(rows: list[dict], closest: dict) -> list[str]:
     over kmeans-closest at 1/2/5%, and its worst loss at any budget."""
     lines = ["| new strategy | mean gain at 1/2/5% (points) | worst at any budget (points) |",
              "|---|---|---|"]  # fmt: skip
-    for strategy in ("facility-location", "hierarchical"):
+    for strategy in ("facility-location", "facility-location, one partition", "hierarchical"):
         gains = {
             (r["corpus"], r["budget"]): 100 * (r["accuracy"] - closest[(r["corpus"], r["budget"])])
             for r in rows
@@ -312,6 +330,109 @@ def target_lines(rows: list[dict], closest: dict) -> list[str]:
         mean = statistics.mean(small) if small else float("nan")
         lines.append(f"| {strategy} | {mean:+.1f} | {min(gains.values()):+.1f} |")
     return lines
+
+
+# -- a long-tailed corpus ----------------------------------------------------------------
+ZIPF_EXPONENT = 1.0
+LONGTAIL_MAX = 300  # rows of the largest class
+
+
+def longtail_train(folder: Path) -> Path:
+    """banking77.train re-sampled so class sizes follow a Zipf law: the class of rank r
+    (a random order of the 77) keeps max(2, 300 / r) of its rows (all of them when fewer)."""
+    rng = np.random.default_rng(0)
+    train = pq.read_table(DATASETS / "banking77.train.parquet", columns=["id", "text", "label"])
+    labels = np.array(train.column("label").to_pylist())
+    names = rng.permutation(np.unique(labels))
+    keep: list[int] = []
+    for rank, name in enumerate(names, start=1):
+        rows = np.flatnonzero(labels == name)
+        size = max(2, round(LONGTAIL_MAX / rank**ZIPF_EXPONENT))
+        keep += rng.permutation(rows)[:size].tolist()
+    path = folder / "banking77-zipf.parquet"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(train.take(pa.array(sorted(keep))), path)
+    return path
+
+
+def longtail_part(quick: bool) -> None:
+    """hierarchical against kmeans-closest, kmeans-random and random on the Zipf corpus,
+    scored on the balanced banking77 test split."""
+    budgets = (10,) if quick else (5, 10, 20)
+    seeds = (0,) if quick else (0, 1, 2)
+    runs = {
+        "random": ("random", lambda n: n),
+        "kmeans-random": ("kmeans-random", lambda n: n),
+        "kmeans-closest": ("kmeans-closest", lambda n: n),
+        "facility-location": ("facility-location", lambda n: max(1, n // 2)),
+        "hierarchical (3n leaves)": ("hierarchical", lambda n: 3 * n),
+        "hierarchical (10n leaves)": ("hierarchical", lambda n: 10 * n),
+    }
+    rows: list[dict] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        train = longtail_train(root)
+        test = DATASETS / "banking77.test.parquet"
+        for split, path in (("train", train), ("test", test)):
+            embed(path, root / split, EmbedConfig(embedder="minilm", device="auto"), quiet=True)
+        ids, x, y = vectors_and_labels(root / "train", train)
+        _, x_test, y_test = vectors_and_labels(root / "test", test)
+        index = {i: n for n, i in enumerate(ids)}
+        full = probe_accuracy(x, y, x_test, y_test)
+        rows.append({"budget": "100%", "rows": len(ids), "strategy": "all of train",
+                     "accuracy": full, "accuracy_sd": 0.0, "classes": len(set(y))})  # fmt: skip
+        for budget in budgets:
+            n_rows = max(1, round(len(ids) * budget / 100))
+            found: dict[str, list[tuple[float, int]]] = {name: [] for name in runs}
+            for seed in seeds:
+                for label, (strategy, k_of) in runs.items():
+                    k = k_of(n_rows)
+                    clustered = root / f"cluster-{k}-{seed}"
+                    if not clustered.exists():
+                        cluster(root / "train", clustered, ClusterConfig(k=k, seed=seed),
+                                quiet=True)  # fmt: skip
+                    out = root / f"sel-{budget}-{seed}-{len(found[label])}-{strategy}"
+                    config = SampleConfig(strategy=strategy, budget=str(n_rows), seed=seed)
+                    sample(clustered, out, config, quiet=True)
+                    chosen = pq.read_table(sorted(str(p) for p in out.glob("part-*.parquet")),
+                                           columns=["id"]).column("id").to_pylist()  # fmt: skip
+                    picked = [index[i] for i in chosen]
+                    accuracy = probe_accuracy(x[picked], [y[i] for i in picked], x_test, y_test)
+                    found[label].append((accuracy, len({y[i] for i in picked})))
+            for label, values in found.items():
+                accs = [v[0] for v in values]
+                rows.append({
+                    "budget": f"{budget}%", "rows": n_rows, "strategy": label,
+                    "accuracy": statistics.mean(accs), "accuracy_sd": statistics.pstdev(accs),
+                    "classes": statistics.mean(v[1] for v in values),
+                })  # fmt: skip
+                print(f"longtail {budget}% {label}: {rows[-1]['accuracy']:.3f}", flush=True)
+    lines = [
+        "# selection quality on a long-tailed corpus",
+        "",
+        f"`python scripts/bench/selection_quality.py --part longtail`, "
+        f"{time.strftime('%Y-%m-%d')}, {(time.perf_counter() - started) / 60:.1f} min. "
+        f"banking77.train re-sampled to Zipf class sizes (class of rank r keeps "
+        f"max(2, {LONGTAIL_MAX} / r) rows: {len(ids):,} rows, 77 classes); MiniLM; a logistic "
+        "probe (C = 10) on the selection, accuracy on the balanced banking77.test; mean (sd) "
+        f"over {len(seeds)} seed(s); classes = labels present in the selection. k = the "
+        "budget in rows n except facility-location (n / 2) and hierarchical (leaves).",
+        "",
+        "| budget | rows | strategy | accuracy | classes |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['budget']} | {r['rows']} | {r['strategy']} | {r['accuracy']:.3f} "
+                     f"({r['accuracy_sd']:.3f}) | {r['classes']:.1f} |")  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    print(text)
+    suffix = "-quick" if quick else ""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"selection_quality_longtail{suffix}.md").write_text(text)
+    (RESULTS / f"selection_quality_longtail{suffix}.json").write_text(
+        json.dumps(rows, indent=2) + "\n"
+    )
 
 
 # -- robustness to junk ------------------------------------------------------------------

@@ -9,12 +9,17 @@ monotone submodular, so the greedy choice (the row with the largest gain, one at
 is within 1 - 1/e of the best set, and the lazy greedy of Minoux gives the same picks
 while re-evaluating only the rows whose stale gain still tops the heap.
 
-s is kept sparse: each row is covered only by its ``neighbours`` nearest rows of the
-cluster (FAISS exact inner-product search over the unit vectors), so memory and time are
-bounded by the largest cluster's graph (rows x neighbours), never a dense n x n matrix.
-The budget is shared among the clusters as kmeans-random shares it (--allocation), so the
-selection runs cluster by cluster; the vectors are read once into a memory-mapped
-temporary file (the OS pages them to disk when memory is short).
+In a cluster of up to ``--dense-rows`` rows s is exact: every pair's similarity, one GEMM
+(rows^2 x 4 bytes). In a larger one s is kept sparse: each row is covered only by its
+``--neighbours`` nearest rows of the cluster (FAISS exact inner-product search), so memory
+is bounded by the largest cluster's graph (rows x neighbours), never a dense n x n matrix.
+The sparse objective is a different one, not only an approximation: a row none of whose
+neighbours is chosen counts 0, where the dense objective still credits its best similarity
+(about 0.5-0.8), so on the graph the first picks are the rows many others have as a near
+neighbour (hubs). scripts/bench/selection_quality.py measures both. The budget is shared
+among the clusters as kmeans-random shares it (--allocation), so the selection runs
+cluster by cluster; the vectors are read once into a memory-mapped temporary file (the
+OS pages them to disk when memory is short).
 
 Ties in gain go to the smaller keyed (seed, id) draw, so the picks do not depend on row
 order, sharding or engine. Weights w come from --score-column when given (min-max scaled
@@ -38,84 +43,136 @@ from dataselect.sampling.strategies import Pool, Selection, allocate
 from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, StrategyTraits
 
 
-@dataclass
-class CoverageGraph:
-    """Who covers whom in one cluster: for candidate j, the rows it covers
-    (``covered[starts[j]:starts[j + 1]]``) with their similarity to it."""
+class Coverage:
+    """Who covers whom in one cluster, with what similarity: a candidate's gain against
+    the rows' coverage so far, and the coverage after picking it."""
 
-    starts: np.ndarray  # int64, candidates + 1
-    covered: np.ndarray  # int64, row numbers within the cluster
-    similarity: np.ndarray  # float64, in [0, 1]
+    rows: int
+
+    def initial_gains(self, weights: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def gain(self, j: int, covered_by: np.ndarray, weights: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def cover(self, j: int, covered_by: np.ndarray) -> None:
+        raise NotImplementedError
 
 
-def coverage_graph(vectors: np.ndarray, neighbours: int) -> CoverageGraph:
-    """Each row's ``neighbours`` nearest rows (itself included) by cosine, turned around:
-    per candidate, the rows it may cover."""
-    import faiss
-
-    n = len(vectors)
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
     raw = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(raw, axis=1, keepdims=True)
-    unit = np.ascontiguousarray(raw / np.where(norms > 0, norms, 1.0), dtype=np.float32)
-    k = min(neighbours, n)
-    index = faiss.IndexFlatIP(unit.shape[1])
-    index.add(unit)
-    cosine, nearest = index.search(unit, k)
-    row = np.repeat(np.arange(n, dtype=np.int64), k)
-    candidate = nearest.ravel().astype(np.int64)
-    similarity = np.clip((1.0 + cosine.ravel().astype(np.float64)) / 2.0, 0.0, 1.0)
-    order = np.lexsort((row, candidate))
-    starts = np.searchsorted(candidate[order], np.arange(n + 1))
-    return CoverageGraph(starts, row[order], similarity[order])
+    return np.ascontiguousarray(raw / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+class DenseCoverage(Coverage):
+    """Every pair's similarity (rows x rows float32): the exact objective, for clusters up
+    to --dense-rows."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        unit = unit_rows(vectors)
+        self.rows = len(unit)
+        similarity = unit @ unit.T  # symmetric: row j is candidate j's column
+        similarity += 1.0
+        similarity *= 0.5
+        np.clip(similarity, 0.0, 1.0, out=similarity)
+        self.similarity = similarity
+
+    def initial_gains(self, weights: np.ndarray) -> np.ndarray:
+        return (weights.astype(np.float32) @ self.similarity).astype(np.float64)
+
+    def gain(self, j: int, covered_by: np.ndarray, weights: np.ndarray) -> float:
+        return float(np.maximum(self.similarity[j] - covered_by, 0.0) @ weights)
+
+    def cover(self, j: int, covered_by: np.ndarray) -> None:
+        np.maximum(covered_by, self.similarity[j], out=covered_by)
+
+
+class GraphCoverage(Coverage):
+    """Each row covered only by its ``neighbours`` nearest rows (itself included), by
+    cosine (FAISS exact inner-product search), turned around: per candidate j, the rows it
+    covers are ``covered[starts[j]:starts[j + 1]]``."""
+
+    def __init__(self, vectors: np.ndarray, neighbours: int) -> None:
+        import faiss
+
+        unit = unit_rows(vectors)
+        n = self.rows = len(unit)
+        k = min(neighbours, n)
+        index = faiss.IndexFlatIP(unit.shape[1])
+        index.add(unit)
+        cosine, nearest = index.search(unit, k)
+        row = np.repeat(np.arange(n, dtype=np.int64), k)
+        candidate = nearest.ravel().astype(np.int64)
+        similarity = np.clip((1.0 + cosine.ravel().astype(np.float64)) / 2.0, 0.0, 1.0)
+        order = np.lexsort((row, candidate))
+        self.starts = np.searchsorted(candidate[order], np.arange(n + 1))
+        self.covered = row[order]
+        self.similarity = similarity[order]
+
+    def initial_gains(self, weights: np.ndarray) -> np.ndarray:
+        owner = np.repeat(np.arange(self.rows), np.diff(self.starts))
+        return np.bincount(owner, weights=weights[self.covered] * self.similarity,
+                           minlength=self.rows)  # fmt: skip
+
+    def gain(self, j: int, covered_by: np.ndarray, weights: np.ndarray) -> float:
+        lo, hi = self.starts[j], self.starts[j + 1]
+        rows = self.covered[lo:hi]
+        better = self.similarity[lo:hi] - covered_by[rows]
+        return float((weights[rows] * np.maximum(better, 0.0)).sum())
+
+    def cover(self, j: int, covered_by: np.ndarray) -> None:
+        lo, hi = self.starts[j], self.starts[j + 1]
+        rows = self.covered[lo:hi]
+        covered_by[rows] = np.maximum(covered_by[rows], self.similarity[lo:hi])
+
+
+def coverage_of(vectors: np.ndarray, neighbours: int, dense_rows: int) -> Coverage:
+    """The exact dense similarities up to ``dense_rows`` rows, else the neighbour graph."""
+    if len(vectors) <= dense_rows:
+        return DenseCoverage(vectors)
+    return GraphCoverage(vectors, neighbours)
 
 
 def lazy_greedy(
-    graph: CoverageGraph, budget: int, tiebreak: np.ndarray, weights: np.ndarray | None = None
+    coverage: Coverage, budget: int, tiebreak: np.ndarray, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``budget`` rows picked greedily for the facility-location objective over the
-    graph, in pick order, with each pick's gain. ``tiebreak`` (uint64 per row): among equal
-    gains the smallest goes first."""
-    n = len(graph.starts) - 1
+    """The ``budget`` rows picked greedily for the facility-location objective, in pick
+    order, with each pick's gain. ``tiebreak`` (uint64 per row): among equal gains the
+    smallest goes first."""
+    n = coverage.rows
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    covered_by = np.zeros(n)  # each row's best similarity to a picked row so far
+    covered_by = np.zeros(n, dtype=np.float64)  # each row's best similarity to a pick
+    if isinstance(coverage, DenseCoverage):
+        covered_by = covered_by.astype(np.float32)
+        w = w.astype(np.float32)
     rank = np.empty(n, dtype=np.int64)
     rank[np.argsort(tiebreak, kind="stable")] = np.arange(n)
-
-    def gain(j: int) -> float:
-        lo, hi = graph.starts[j], graph.starts[j + 1]
-        rows = graph.covered[lo:hi]
-        better = graph.similarity[lo:hi] - covered_by[rows]
-        return float((w[rows] * np.maximum(better, 0.0)).sum())
-
-    owner = np.repeat(np.arange(n), np.diff(graph.starts))
-    first = np.bincount(owner, weights=w[graph.covered] * graph.similarity, minlength=n)
+    first = coverage.initial_gains(w)
     heap = list(zip((-first).tolist(), rank.tolist(), range(n), strict=True))
     heapq.heapify(heap)
     picked: list[int] = []
     gains: list[float] = []
     while len(picked) < budget and heap:
         _, order, j = heapq.heappop(heap)
-        fresh = gain(j)
+        fresh = coverage.gain(j, covered_by, w)
         if heap and (-fresh, order) > heap[0][:2]:  # stale: no longer on top
             heapq.heappush(heap, (-fresh, order, j))
             continue
-        lo, hi = graph.starts[j], graph.starts[j + 1]
-        rows = graph.covered[lo:hi]
-        covered_by[rows] = np.maximum(covered_by[rows], graph.similarity[lo:hi])
+        coverage.cover(j, covered_by)
         picked.append(j)
         gains.append(fresh)
     return np.asarray(picked, dtype=np.int64), np.asarray(gains)
 
 
-def objective(graph: CoverageGraph, chosen: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """f(chosen) over the graph."""
-    n = len(graph.starts) - 1
-    covered_by = np.zeros(n)
+def objective(coverage: Coverage, chosen: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """f(chosen) over the coverage."""
+    covered_by = np.zeros(coverage.rows)
+    if isinstance(coverage, DenseCoverage):
+        covered_by = covered_by.astype(np.float32)
     for j in np.asarray(chosen).tolist():
-        lo, hi = graph.starts[j], graph.starts[j + 1]
-        rows = graph.covered[lo:hi]
-        covered_by[rows] = np.maximum(covered_by[rows], graph.similarity[lo:hi])
-    w = np.ones(n) if weights is None else weights
+        coverage.cover(j, covered_by)
+    w = np.ones(coverage.rows) if weights is None else weights
     return float((w * covered_by).sum())
 
 
@@ -130,8 +187,14 @@ def score_weights(score: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class FacilityLocationOptions:
     neighbours: int = option(
-        32, "facility-location: nearest rows that may cover a row (graph degree).",
+        32, "facility-location: in clusters above --dense-rows, the nearest rows that may "
+        "cover a row (graph degree).",
         parse=at_least(2),
+    )  # fmt: skip
+    dense_rows: int = option(
+        8192, "facility-location: clusters up to this many rows use every pair's similarity "
+        "(rows^2 x 4 bytes: 256 MiB at 8192); 0: always the graph.",
+        parse=at_least(0),
     )  # fmt: skip
 
 
@@ -171,10 +234,12 @@ class FacilityLocationStrategy(AdaptiveStrategy):
             vectors = context.vectors(tmp)
             for c in np.flatnonzero(quota).tolist():
                 rows = by_cluster[bounds[c] : bounds[c + 1]]  # pool rows, id order
-                graph = coverage_graph(np.asarray(vectors[rows]), self.options.neighbours)
+                o = self.options
+                coverage = coverage_of(np.asarray(vectors[rows]), o.neighbours, o.dense_rows)
                 w = None if weights is None else weights[rows]
-                picked, gains = lazy_greedy(graph, int(quota[c]), pool.keys[rows], w)
-                total += objective(graph, picked, w)
+                picked, gains = lazy_greedy(coverage, int(quota[c]), pool.keys[rows], w)
+                total += objective(coverage, picked, w)
+                del coverage
                 taken = rows[picked]
                 chosen.append(taken)
                 self.gains[taken] = gains
@@ -199,5 +264,6 @@ class FacilityLocationStrategy(AdaptiveStrategy):
                 "objective": round(self.objective, 4),
                 "mean_coverage": round(self.mean_coverage, 6),
                 "neighbours": self.options.neighbours,
+                "dense_rows": self.options.dense_rows,
             }
         }
