@@ -135,7 +135,11 @@ DEDUP_EPILOG = (
 )
 SAMPLE_EPILOG = (
     "[bold]Examples[/bold]\n\n"
+    "  dataselect sample runs/cluster runs/selection --budget 1000   (facility-location)\n\n"
     "  dataselect sample runs/cluster runs/selection --strategy kmeans-closest --budget 1000\n\n"
+    "  dataselect sample runs/cluster runs/selection --stratify-column language "
+    "--mixture en=3,de=1\n\n"
+    "  dataselect sample runs/cluster runs/selection --strategy hierarchical --levels 100,10\n\n"
     "  dataselect sample runs/cluster runs/selection --strategy kmeans-random --budget 5%\n\n"
     "  dataselect sample runs/score runs/selection --strategy kmq --score-column score_x\n\n"
     "  dataselect sample runs/cluster runs/selection --strategy iterative --budget 2000 "

@@ -35,7 +35,7 @@ class SampleConfig(RegistryConfig):
 
     registry = STRATEGIES
     strategy: str = option(
-        "kmeans-closest",
+        "facility-location",
         ", ".join(STRATEGIES.names()) + ".",
         flags=("--strategy", "-s"),
         parse=_strategy,

@@ -207,7 +207,9 @@ class FacilityLocationStrategy(AdaptiveStrategy):
     )
     Options = FacilityLocationOptions
     options: FacilityLocationOptions
-    traits = StrategyTraits(needs_clusters=True, streams=False)
+    # identical vectors cover the same rows, so a copy of a chosen row gains nothing; on the
+    # sparse graph gains can all reach 0 and ties go to the keyed order: drop copies first
+    traits = StrategyTraits(needs_clusters=True, streams=False, one_per_vector=True)
     timed_as = "kmeans-random"
 
     @classmethod

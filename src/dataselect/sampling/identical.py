@@ -1,8 +1,8 @@
-"""Rows with identical vectors: kmeans-closest and top-k take one of each set (identical
-vectors sit at the same distance from their centroid, so exact copies would otherwise take
-the first ranks of a cluster). Which one: the first in keyed (seed, id) order; the others
-are never drawn. A pass over the input's id and ``vector_hash`` columns (8 bytes a row of
-each, and 4 of cluster) finds them."""
+"""Rows with identical vectors: kmeans-closest, top-k and facility-location take one of each
+set (identical vectors sit at the same distance from their centroid, so exact copies would
+otherwise take the first ranks of a cluster). Which one: the first in keyed (seed, id)
+order; the others are never drawn. A pass over the input's id and ``vector_hash`` columns
+(8 bytes a row of each, and 4 of cluster) finds them."""
 
 from __future__ import annotations
 
