@@ -129,3 +129,30 @@ def test_the_strategy_end_to_end(cli, tmp_path: Path) -> None:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     bad = cli("sample", clustered, tmp_path / "c", "-s", "facility-location", "--neighbours", "1")
     assert bad.exit_code == 2 and "--neighbours" in bad.output
+
+
+def test_spilled_vectors_come_back_by_pool_row(tmp_path: Path) -> None:
+    """The temporary vectors file holds the embed folder's vectors, and take() returns the
+    vectors of any rows in any order (checked against the embed folder read directly)."""
+    import pyarrow as pa
+    from test_sample import pipeline
+
+    from dataselect.lineage import trace_lineage
+    from dataselect.sampling.vectors import SpilledVectors
+
+    clustered = pipeline(tmp_path / "p", shards=3)
+    lineage = trace_lineage(clustered)
+    parts = sorted(lineage.embed_folder.glob("part-*.parquet"))
+    tables = [pq.read_table(p) for p in parts]
+    positions = pa.concat_tables(
+        pa.table({"id": t.column("id"), "shard": np.full(t.num_rows, s, np.int32),
+                  "row": np.arange(t.num_rows)})
+        for s, t in enumerate(tables)
+    )  # fmt: skip
+    order = np.random.default_rng(0).permutation(positions.num_rows)
+    positions = positions.take(pa.array(order))  # pool order is not the file order
+    expected = np.vstack([np.array(t.column("embedding").to_pylist()) for t in tables])[order]
+    spilled = SpilledVectors(tmp_path, lineage.embed_folder, positions, expected.shape[1])
+    rows = np.random.default_rng(1).permutation(len(order))[:50]
+    np.testing.assert_array_equal(spilled.take(rows), expected[rows].astype(np.float32))
+    spilled.close()

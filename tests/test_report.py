@@ -178,7 +178,9 @@ def test_report_renders_in_headless_chromium(planted_run: Path, tmp_path: Path, 
             pixels = np.asarray(shot).reshape(-1, 3)
             colours = len(np.unique(pixels, axis=0))
             non_white = float((pixels.min(axis=1) < 240).mean())
-            assert colours > 50 and non_white > 0.03, (i, colours, non_white)
+            # a blank image is one colour and no ink; a sparse bar chart (even shares per
+            # cluster) inks about 3% of its pixels
+            assert colours > 50 and non_white > 0.02, (i, colours, non_white)
         browser.close()
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert Image.open(tmp_path / "report.png").size[1] > 6 * HEIGHT_PX

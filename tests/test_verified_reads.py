@@ -127,7 +127,9 @@ def test_a_damaged_artifact_of_a_finished_folder(cli, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "__artifacts__/clusters.parquet" in result.output, (
         result.output
     )
-    line = one_error_line(cli("sample", out, tmp_path / "s", "-b", "10", "-q"), 1)
+    # kmeans-closest streams and reads the cluster sizes from clusters.parquet
+    sampled = cli("sample", out, tmp_path / "s", "-b", "10", "-s", "kmeans-closest", "-q")
+    line = one_error_line(sampled, 1)
     assert "__artifacts__/clusters.parquet" in line and "checksum" in line, line
     assert cli("cluster", embedded, out, *CLUSTER, "-q").exit_code == 0
     assert (out / "__artifacts__/clusters.parquet").read_bytes() == (

@@ -62,6 +62,8 @@ STRATEGIES = (
     "facility-location",
     "facility-location, one partition",
     "hierarchical",
+    "kmeans-closest, k = 50",
+    "facility-location, k = 50",
 )
 # rows of the table that run a strategy on a cluster folder of their own k (a function of
 # the budget in rows n): facility-location over k = n / 2 clusters (about two picks per
@@ -76,6 +78,9 @@ OWN_K = {
         {"dense_rows": 16384},  # dense over all rows (<= 10k here), as apricot's
     ),
     "hierarchical": ("hierarchical", lambda n: 3 * n, {}),
+    # one cluster folder whatever the budget (k not tied to it, as in most pipelines)
+    "kmeans-closest, k = 50": ("kmeans-closest", lambda n: 50, {}),
+    "facility-location, k = 50": ("facility-location", lambda n: 50, {}),
 }
 APRICOT = "apricot facility-location (dense)"
 SCORED = ("top-k", "kmq")  # read score_heuristic (label-free) from a score folder

@@ -185,6 +185,9 @@ def estimate_sample(config: SampleConfig, request: PlanRequest) -> tuple[Plan, D
     )
     write_out /= workers
     embed_read /= readers
+    options = config.options_for(config.entry)
+    memory += config.entry.working_bytes(options, shape.rows, dim)
+    vector_reads = 1 + config.entry.vector_passes(options)  # the metrics' pass, and its own
     plan = request.plan(
         "sample",
         action,
@@ -194,7 +197,7 @@ def estimate_sample(config: SampleConfig, request: PlanRequest) -> tuple[Plan, D
         peak_memory_mb=memory / MB,
         # the per-row columns, the reduction, the source rows joined back, and one pass
         # over the embeddings for the diversity metrics (selected rows and corpus sample)
-        seconds=startup + todo * (read + reduce + embed_read) + write_out,
+        seconds=startup + todo * (read + reduce + vector_reads * embed_read) + write_out,
         output_mb=selected * (source_shape.bytes_per_row + shape.id_bytes + 60) / MB,
         details={
             "strategy": config.strategy,

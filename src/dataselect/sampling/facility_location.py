@@ -18,8 +18,9 @@ neighbours is chosen counts 0, where the dense objective still credits its best 
 (about 0.5-0.8), so on the graph the first picks are the rows many others have as a near
 neighbour (hubs). scripts/bench/selection_quality.py measures both. The budget is shared
 among the clusters as kmeans-random shares it (--allocation), so the selection runs
-cluster by cluster; the vectors are read once into a memory-mapped temporary file (the
-OS pages them to disk when memory is short).
+cluster by cluster; the vectors are written once to a temporary file beside the output and
+read back one cluster at a time (resident memory holds one cluster's vectors and
+similarities, not the file).
 
 Ties in gain go to the smaller keyed (seed, id) draw, so the picks do not depend on row
 order, sharding or engine. Weights w come from --score-column when given (min-max scaled
@@ -215,10 +216,22 @@ class FacilityLocationStrategy(AdaptiveStrategy):
     @classmethod
     def cost_notes(cls, options: FacilityLocationOptions) -> list[str]:
         return [
-            "facility-location: reads every vector once more (into a temporary file beside "
-            f"the output) and searches {options.neighbours} neighbours per row within its "
-            "cluster: time grows with the largest cluster's rows squared"
+            "facility-location: the greedy itself is timed as kmeans-random; each cluster "
+            "costs one similarity GEMM (rows^2 x dim) up to --dense-rows, a neighbour search "
+            "above it: time grows with the largest cluster's rows squared"
         ]
+
+    @classmethod
+    def vector_passes(cls, options: FacilityLocationOptions) -> int:
+        return 1  # every vector, into the temporary file
+
+    @classmethod
+    def working_bytes(cls, options: FacilityLocationOptions, rows: int, dim: int) -> float:
+        """Each row's place in the vectors file, and one cluster's vectors and dense
+        similarities (a cluster above --dense-rows holds its graph instead: about the same
+        for the default degree up to a few times the limit)."""
+        largest = min(rows, max(options.dense_rows, 1))
+        return rows * 8.0 + largest * (dim * 4.0 + largest * 4.0)
 
     def choose(self, pool: Pool, budget: int, context: SampleContext) -> Selection:
         assert pool.cluster is not None
@@ -237,7 +250,7 @@ class FacilityLocationStrategy(AdaptiveStrategy):
             for c in np.flatnonzero(quota).tolist():
                 rows = by_cluster[bounds[c] : bounds[c + 1]]  # pool rows, id order
                 o = self.options
-                coverage = coverage_of(np.asarray(vectors[rows]), o.neighbours, o.dense_rows)
+                coverage = coverage_of(vectors.take(rows), o.neighbours, o.dense_rows)
                 w = None if weights is None else weights[rows]
                 picked, gains = lazy_greedy(coverage, int(quota[c]), pool.keys[rows], w)
                 total += objective(coverage, picked, w)
@@ -249,7 +262,7 @@ class FacilityLocationStrategy(AdaptiveStrategy):
                     f"facility location (pick {r + 1} of {quota[c]} in cluster {c}, gain {g:.3f})"
                     for r, g in enumerate(gains.tolist())
                 ]
-            del vectors
+            vectors.close()
         self.objective = total
         self.mean_coverage = total / max(len(pool), 1)
         rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)

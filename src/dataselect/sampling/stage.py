@@ -162,7 +162,14 @@ class SampleStage:
             self.ids, self.pool = self._read_pool()
             if config.stratify_column:
                 self.strata = stratum_codes(self._source_column(config.stratify_column))
-            if config.budget_tokens is None:
+            if config.budget_tokens is None and self.one_per_vector and not self.deduplicated:
+                # a share of every row, as when streamed; identical vectors count once
+                self.budget = parse_budget(config.budget, dataset.rows or len(self.ids))
+                if self.budget > len(self.ids):
+                    raise UsageError(f"--budget {self.budget:,} is larger than the distinct "
+                                     f"rows ({len(self.ids):,}: identical vectors count "
+                                     "once)")  # fmt: skip
+            elif config.budget_tokens is None:
                 self.budget = parse_budget(config.budget, len(self.ids))
             else:
                 self.budget, self.tokens_selected = self._rows_for_tokens(config.budget_tokens)

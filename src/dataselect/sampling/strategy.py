@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from dataselect.io.sources import InputDataset
     from dataselect.lineage import Lineage
     from dataselect.sampling.strategies import Pool, Selection
+    from dataselect.sampling.vectors import SpilledVectors
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,16 @@ class Strategy:
         """What the dry run's estimate leaves out for it."""
         return []
 
+    @classmethod
+    def vector_passes(cls, options: Any) -> int:
+        """Extra reads of the embed folder's vectors it makes (for the dry run)."""
+        return 0
+
+    @classmethod
+    def working_bytes(cls, options: Any, rows: int, dim: int) -> float:
+        """Memory it needs beyond the pool's per-row columns, at most (for the dry run)."""
+        return 0.0
+
 
 class OneShotStrategy(Strategy):
     """A selection by per-row sort keys within groups (clusters, or one group)."""
@@ -127,17 +138,14 @@ class SampleContext:
         temporary folder."""
         return None if self.output is None else self.output.folder.parent
 
-    def vectors(self, folder: str | Path) -> np.ndarray:
-        """Every pool row's embedding (pool order) in a memory-mapped file in ``folder``:
-        one pass over the embed folder; the OS keeps what memory allows."""
-        from dataselect.sampling.vectors import embeddings_of
+    def vectors(self, folder: str | Path) -> SpilledVectors:
+        """Every pool row's embedding, written once to a temporary file in ``folder`` and
+        read back a group of rows at a time (``SpilledVectors.take``, by pool row)."""
+        from dataselect.sampling.vectors import SpilledVectors
 
         assert self.positions is not None
         dim = int(self.lineage.embed.params["dim"])
-        rows = max(self.positions.num_rows, 1)
-        into = np.memmap(Path(folder) / "vectors.f32", np.float32, "w+", shape=(rows, dim))
-        embeddings_of(self.lineage.embed_folder, [self.positions], dim, into)
-        return into
+        return SpilledVectors(folder, self.lineage.embed_folder, self.positions, dim)
 
 
 class AdaptiveStrategy(Strategy):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -28,18 +30,16 @@ def rows_at(
         offset += batch.num_rows
 
 
-def embeddings_of(
-    embed_folder: Path, wanted: list[pa.Table], dim: int, into: np.ndarray | None = None
-) -> list[np.ndarray]:
+def embeddings_of(embed_folder: Path, wanted: list[pa.Table], dim: int) -> list[np.ndarray]:
     """The vectors of each table of rows (id, shard, row), in its order, from one pass over
     the embed folder, taken by position (input shard i is embed shard i, row for row) and
-    checked by id; written into ``into`` (e.g. a memory-mapped file) when given."""
+    checked by id."""
     every = pa.concat_tables([w.select(["id", "shard", "row"]) for w in wanted])
     shard, row = every.column("shard").to_numpy(), every.column("row").to_numpy()
     order = np.lexsort((row, shard))
     shard, row = shard[order], row[order]
     ids = every.column("id").combine_chunks().take(pa.array(order))
-    vectors = np.zeros((len(order), dim), dtype=np.float32) if into is None else into
+    vectors = np.zeros((len(order), dim), dtype=np.float32)
     found = 0
     parts = open_input(embed_folder).shards
     bounds = np.searchsorted(shard, np.arange(len(parts) + 1))  # part i: bounds[i]..[i + 1]
@@ -63,6 +63,64 @@ def embeddings_of(
                         "not in the embed folder")  # fmt: skip
     bounds = np.cumsum([0] + [w.num_rows for w in wanted])
     return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+class SpilledVectors:
+    """Vectors written to a temporary file in the embed folder's order and read back a
+    group of rows at a time: the file is mapped read-only and its pages are let go after
+    every read, so resident memory holds one group, not the file (a mapping written to
+    holds every page it touched)."""
+
+    def __init__(self, folder: str | Path, embed_folder: Path, rows: pa.Table, dim: int) -> None:
+        self.dim = dim
+        path = Path(folder) / "vectors.f32"
+        with path.open("wb") as sink:
+            self.place = spill_vectors(embed_folder, rows, dim, sink)
+        self._file = path.open("rb")
+        size = path.stat().st_size
+        self._map = mmap.mmap(self._file.fileno(), size, access=mmap.ACCESS_READ) if size else None
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of ``rows`` (positions in the table given), as a new array."""
+        if self._map is None:
+            return np.zeros((len(rows), self.dim), dtype=np.float32)
+        every = np.frombuffer(self._map, dtype=np.float32).reshape(-1, self.dim)
+        picked = every[self.place[rows]]  # a copy: fancy indexing
+        del every
+        self._map.madvise(mmap.MADV_DONTNEED)
+        return picked
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+        self._file.close()
+
+
+def spill_vectors(embed_folder: Path, rows: pa.Table, dim: int, sink: BinaryIO) -> np.ndarray:
+    """Writes the vectors of ``rows`` (id, shard, row) to ``sink`` as float32, part by part
+    in (shard, row) order (one read batch held at a time), checked by id; returns each row's
+    place in the file."""
+    shard, row = rows.column("shard").to_numpy(), rows.column("row").to_numpy()
+    order = np.lexsort((row, shard))
+    shard, row = shard[order], row[order]
+    ids = rows.column("id").combine_chunks().take(pa.array(order))
+    parts = open_input(embed_folder).shards
+    bounds = np.searchsorted(shard, np.arange(len(parts) + 1))
+    written = 0
+    for part, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True):
+        batches = part.iter_batches(["id", "embedding"], READ_ROWS)
+        for first, last, picked in rows_at(batches, row[lo:hi]):
+            if not picked.column("id").equals(ids.slice(lo + first, last - first)):
+                raise DataError(f"{part.describe()}: its rows no longer match the "
+                                "selection's input (rerun the stages after it)")  # fmt: skip
+            sink.write(np.ascontiguousarray(vectors_of(picked, dim), dtype=np.float32).data)
+            written += last - first
+    if written != len(order):
+        raise DataError(f"{embed_folder}: {len(order) - written:,} rows of the selection's "
+                        "input are not in the embed folder")  # fmt: skip
+    place = np.empty(len(order), dtype=np.int64)
+    place[order] = np.arange(len(order))
+    return place
 
 
 def vectors_of(batch: pa.RecordBatch, dim: int) -> np.ndarray:
