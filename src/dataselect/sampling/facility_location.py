@@ -202,9 +202,10 @@ class FacilityLocationOptions:
 class FacilityLocationStrategy(AdaptiveStrategy):
     names = ("facility-location",)
     summary = (
-        "in each cluster (budget shared by --allocation), the rows that best cover the "
-        "others: lazy greedy on sum_i max_(j chosen) (1 + cos(i, j)) / 2 over a FAISS "
-        "--neighbours graph; --score-column weights the rows to cover."
+        "the default. In each cluster (budget shared by --allocation), the rows that best "
+        "cover the others: lazy greedy on sum_i max_(j chosen) (1 + cos(i, j)) / 2, every "
+        "pair's similarity up to --dense-rows rows, a FAISS --neighbours graph above; "
+        "--score-column weights the rows to cover."
     )
     Options = FacilityLocationOptions
     options: FacilityLocationOptions

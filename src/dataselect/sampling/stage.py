@@ -262,13 +262,8 @@ class SampleStage:
                     texts = spec.texts(batch, shard, offset)  # type: ignore[union-attr]
                     counts.append(np.fromiter((len(t.split()) for t in texts), np.int64))
                 offset += batch.num_rows
-        table = pa.table({"id": pa.concat_arrays(ids), "tokens": np.concatenate(counts)})
-        table = table.sort_by([("id", "ascending")])
-        if self.deduplicated or self.one_per_vector:  # the pool holds only drawable rows
-            table = table.filter(pc.is_in(table.column("id"), value_set=self.ids))
-        if not table.column("id").combine_chunks().equals(self.ids):
-            raise DataError(f"{source.path}: its rows no longer match {self.dataset.path}")
-        tokens = table.column("tokens").to_numpy().astype(np.float64)
+        aligned = self._in_pool_order(ids, pa.array(np.concatenate(counts)))
+        tokens = aligned.to_numpy(zero_copy_only=False).astype(np.float64)
         if not np.isfinite(tokens).all() or (tokens < 0).any():
             raise DataError(f"{source.path}: token counts must be finite and not negative")
         return tokens
@@ -285,12 +280,18 @@ class SampleStage:
                 ids.append(batch_ids(batch, shard, offset, self.lineage.id_column))
                 values.append(batch.column(column))
                 offset += batch.num_rows
-        table = pa.table({"id": pa.concat_arrays(ids), "value": pa.concat_arrays(values)})
+        return self._in_pool_order(ids, pa.concat_arrays(values))
+
+    def _in_pool_order(self, ids: list[pa.Array], values: pa.Array) -> pa.Array:
+        """Values read from the source (with their ids, in source order) in pool order: by
+        id, only the drawable rows; refused when the source's rows no longer match."""
+        table = pa.table({"id": pa.concat_arrays(ids), "value": values})
         table = table.sort_by([("id", "ascending")])
         if self.deduplicated or self.one_per_vector:  # the pool holds only drawable rows
             table = table.filter(pc.is_in(table.column("id"), value_set=self.ids))
         if not table.column("id").combine_chunks().equals(self.ids):
-            raise DataError(f"{source.path}: its rows no longer match {self.dataset.path}")
+            raise DataError(f"{self.lineage.source.path}: its rows no longer match "
+                            f"{self.dataset.path}")  # fmt: skip
         return table.column("value").combine_chunks()
 
     def _rows_for_tokens(self, budget_tokens: int) -> tuple[int, int]:
