@@ -43,6 +43,8 @@ from dataselect.options import at_least, option
 from dataselect.sampling.strategies import Pool, Selection, allocate
 from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, StrategyTraits
 
+LAZY_BATCH = 32  # stale candidates recomputed together at the top of the heap
+
 
 class Coverage:
     """Who covers whom in one cluster, with what similarity: a candidate's gain against
@@ -55,6 +57,10 @@ class Coverage:
 
     def gain(self, j: int, covered_by: np.ndarray, weights: np.ndarray) -> float:
         raise NotImplementedError
+
+    def gains(self, js: list[int], covered_by: np.ndarray, weights: np.ndarray) -> list[float]:
+        """The gains of several candidates (one matrix product where it can)."""
+        return [self.gain(j, covered_by, weights) for j in js]
 
     def cover(self, j: int, covered_by: np.ndarray) -> None:
         raise NotImplementedError
@@ -84,6 +90,10 @@ class DenseCoverage(Coverage):
 
     def gain(self, j: int, covered_by: np.ndarray, weights: np.ndarray) -> float:
         return float(np.maximum(self.similarity[j] - covered_by, 0.0) @ weights)
+
+    def gains(self, js: list[int], covered_by: np.ndarray, weights: np.ndarray) -> list[float]:
+        better = np.maximum(self.similarity[js] - covered_by, 0.0)
+        return [float(g) for g in better @ weights]
 
     def cover(self, j: int, covered_by: np.ndarray) -> None:
         np.maximum(covered_by, self.similarity[j], out=covered_by)
@@ -150,19 +160,29 @@ def lazy_greedy(
     rank = np.empty(n, dtype=np.int64)
     rank[np.argsort(tiebreak, kind="stable")] = np.arange(n)
     first = coverage.initial_gains(w)
-    heap = list(zip((-first).tolist(), rank.tolist(), range(n), strict=True))
+    # heap entries: (-gain, rank, row, picks made when the gain was computed); a gain
+    # computed before the last pick is an upper bound (submodularity), so the top entry is
+    # taken only when it is current, and stale entries near the top are recomputed a batch
+    # at a time (one matrix product for the dense similarities)
+    heap = [(-g, r, j, 0) for g, r, j in zip(first.tolist(), rank.tolist(), range(n), strict=True)]
     heapq.heapify(heap)
     picked: list[int] = []
     gains: list[float] = []
     while len(picked) < budget and heap:
-        _, order, j = heapq.heappop(heap)
-        fresh = coverage.gain(j, covered_by, w)
-        if heap and (-fresh, order) > heap[0][:2]:  # stale: no longer on top
-            heapq.heappush(heap, (-fresh, order, j))
+        if heap[0][3] == len(picked):  # current: nothing else can beat it
+            negative_gain, _, j, _ = heapq.heappop(heap)
+            coverage.cover(j, covered_by)
+            picked.append(j)
+            gains.append(-negative_gain)
             continue
-        coverage.cover(j, covered_by)
-        picked.append(j)
-        gains.append(fresh)
+        batch = [heapq.heappop(heap) for _ in range(min(LAZY_BATCH, len(heap)))]
+        stale = [entry for entry in batch if entry[3] != len(picked)]
+        fresh = coverage.gains([entry[2] for entry in stale], covered_by, w)
+        for (_, order, j, _), g in zip(stale, fresh, strict=True):
+            heapq.heappush(heap, (-g, order, j, len(picked)))
+        for entry in batch:
+            if entry[3] == len(picked):
+                heapq.heappush(heap, entry)
     return np.asarray(picked, dtype=np.int64), np.asarray(gains)
 
 
