@@ -259,20 +259,25 @@ def apricot_runs(
     x: np.ndarray, y: list, x_test: np.ndarray, y_test: list, n_rows: int
 ) -> list[tuple[float, None, None, float]]:
     """apricot's FacilityLocationSelection (lazy greedy) on the dense (1 + cos) / 2 matrix
-    of all rows: our objective without the sparse graph or the partition. Deterministic,
-    so run once for every seed; its wall time includes building the matrix."""
+    of the rows with distinct vectors (ours draws one of each set of identical vectors):
+    our objective without the partition. Deterministic, so run once for every seed; its
+    wall time includes building the matrix."""
     try:
         from apricot import FacilityLocationSelection
     except ImportError:
         return []
+    rows = np.ascontiguousarray(x)
+    _, first = np.unique(rows.view(np.dtype((np.void, rows[0].nbytes))).ravel(), return_index=True)
+    distinct = np.sort(first)  # the first row of each set of identical vectors
     began = time.perf_counter()
-    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit = x[distinct] / np.linalg.norm(x[distinct], axis=1, keepdims=True)
     similarity = (1.0 + unit.astype(np.float64) @ unit.T.astype(np.float64)) / 2.0
-    chosen = (
+    ranking = (
         FacilityLocationSelection(n_rows, metric="precomputed", optimizer="lazy", verbose=False)
         .fit(similarity)
         .ranking
     )
+    chosen = distinct[ranking]
     seconds = time.perf_counter() - began
     accuracy = probe_accuracy(x[chosen], [y[i] for i in chosen], x_test, y_test)
     return [(accuracy, None, None, seconds)]
@@ -391,13 +396,13 @@ def longtail_part(quick: bool) -> None:
             n_rows = max(1, round(len(ids) * budget / 100))
             found: dict[str, list[tuple[float, int]]] = {name: [] for name in runs}
             for seed in seeds:
-                for label, (strategy, k_of) in runs.items():
+                for number, (label, (strategy, k_of)) in enumerate(runs.items()):
                     k = k_of(n_rows)
                     clustered = root / f"cluster-{k}-{seed}"
                     if not clustered.exists():
                         cluster(root / "train", clustered, ClusterConfig(k=k, seed=seed),
                                 quiet=True)  # fmt: skip
-                    out = root / f"sel-{budget}-{seed}-{len(found[label])}-{strategy}"
+                    out = root / f"sel-{budget}-{seed}-{number}"
                     config = SampleConfig(strategy=strategy, budget=str(n_rows), seed=seed)
                     sample(clustered, out, config, quiet=True)
                     chosen = pq.read_table(sorted(str(p) for p in out.glob("part-*.parquet")),

@@ -20,8 +20,9 @@ With a coverage floor (``--coverage-floor``, a share of the budget, default half
 after those first pulls every arm whose reward is not confidently below tau (reward +
 alpha * sd / sqrt(probes) > 0) admits its share of the floor in proportion to its size,
 as kmeans-random would: the arms a few lucky pulls would starve still get rows, and arms
-that look like junk do not. Within an arm rows are admitted highest score first
-(``--admit-order score``), closest to the centroid first, or in the probes' keyed order.
+that look like junk do not. Within an arm rows are admitted in the probes' keyed order
+(uniform; the default), highest score first or closest to the centroid first (both took
+near-copies of an arm's most typical rows and lost accuracy: scripts/bench/adaptive.py).
 
 If every remaining arm keeps a reward <= 0 (2 x arms + 10 pulls in a row admit nothing),
 the rest of the budget is filled from the arms with the highest mean reward, each in its
@@ -46,7 +47,7 @@ from dataselect.sampling.files import PULLS
 from dataselect.sampling.strategies import Pool, Selection, allocate_weighted
 from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, StrategyTraits
 
-ADMIT_ORDERS = ("score", "closest", "keyed")
+ADMIT_ORDERS = ("keyed", "score", "closest")
 
 
 @dataclass
@@ -231,9 +232,9 @@ class BanditOptions:
         parse=_share,
     )
     admit_order: str = option(
-        "score",
-        "bandit: the order an arm admits its rows in: highest score, closest to the centroid, "
-        "or keyed (the probes' order).",
+        "keyed",
+        "bandit: the order an arm admits its rows in: keyed (the probes' order: uniform), "
+        "highest score, or closest to the centroid.",
         parse=one_of(*ADMIT_ORDERS),
     )
     neighbour_radius: float | None = option(

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dataselect.errors import DataError, UsageError
+from dataselect.errors import UsageError
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset
 from dataselect.options import at_least, one_of, option
@@ -45,7 +45,6 @@ from dataselect.sampling.kmq import KmqStrategy
 from dataselect.sampling.strategies import (
     Pool,
     Selection,
-    allocate,
     allocate_weighted,
     cluster_top,
 )
@@ -65,7 +64,7 @@ class IterativeParams:
     shrinkage: float = 5.0
     step: float = 3.0
     max_update: float = 2.0
-    first_round: str = "draw"  # "coverage": round 1 takes the rows closest to each centroid
+    first_rows: np.ndarray | None = None  # round 1's rows (pool rows), else its draw
 
 
 @dataclass
@@ -115,9 +114,9 @@ def run_iterative(
     sizes = np.bincount(pool.cluster, minlength=k)
     order, starts = within_cluster_order(pool, params.temperature)
     first_quota = None
-    if params.first_round == "coverage":
-        first_quota = allocate(sizes, round_budgets(budget, params.rounds)[0], "equal")
-        order = closest_first(pool, order, starts, first_quota)
+    if params.first_rows is not None:  # round 1 chosen for coverage: those rows go first
+        first_quota = np.bincount(pool.cluster[params.first_rows], minlength=k)
+        order = rows_first(order, pool.cluster, params.first_rows)
     taken = np.zeros(k, dtype=np.int64)
     weights = np.ones(k)
     round_of_row = np.zeros(n, dtype=np.int32)
@@ -137,7 +136,7 @@ def run_iterative(
             history[-1]["feedback"] = {**facts, **given.facts}
             history[-1]["cluster_feedback"] = [round(float(v), 6) for v in shrunk]
         if r == 1 and first_quota is not None:
-            quota, how = first_quota, "closest to its centroid, rank"
+            quota, how = first_quota, "facility location, pick"
         else:
             quota, how = allocate_weighted(weights * sizes, sizes - taken, round_budget), "draw"
         rows = []
@@ -169,22 +168,18 @@ def run_iterative(
     )
 
 
-def closest_first(
-    pool: Pool, order: np.ndarray, starts: np.ndarray, front: np.ndarray
-) -> np.ndarray:
-    """``order`` (rows grouped by cluster, each in its draw order) with the ``front[c]`` rows
-    closest to each cluster's centroid moved to the front of their cluster, closest first:
-    round 1 takes them, later rounds go on in the draw order."""
-    assert pool.cluster is not None and pool.distance is not None
-    n = len(pool)
+def rows_first(order: np.ndarray, cluster: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """``order`` (rows grouped by cluster, each in its draw order) with the ``first`` rows
+    moved to the front of their clusters, in their given order: round 1 takes them, later
+    rounds go on in the draw order."""
+    n = len(order)
     draw_rank = np.empty(n, dtype=np.int64)
     draw_rank[order] = np.arange(n)
-    by_distance = np.lexsort((np.arange(n), pool.distance, pool.cluster))
-    near_rank = np.empty(n, dtype=np.int64)
-    near_rank[by_distance] = np.arange(n) - starts[pool.cluster[by_distance]]
-    is_front = near_rank < front[pool.cluster]
-    within = np.where(is_front, near_rank, draw_rank)
-    return np.lexsort((within, ~is_front, pool.cluster))
+    front_rank = np.full(n, -1, dtype=np.int64)
+    front_rank[first] = np.arange(len(first))
+    is_front = front_rank >= 0
+    within = np.where(is_front, front_rank, draw_rank)
+    return np.lexsort((within, ~is_front, cluster))
 
 
 def within_cluster_order(pool: Pool, temperature: float) -> tuple[np.ndarray, np.ndarray]:
@@ -225,9 +220,8 @@ class IterativeOptions:
     rounds: int = option(3, "iterative: rounds.", parse=at_least(1))
     first_round: str = option(
         "coverage",
-        "iterative: round 1 takes the rows closest to each centroid, the budget spread "
-        "equally (coverage, as kmeans-closest), or the strategy's draw (draw: kmq or "
-        "kmeans-random).",
+        "iterative: round 1 is the facility-location choice of its share of the budget "
+        "(coverage), or the strategy's draw (draw: kmq or kmeans-random).",
         parse=one_of("coverage", "draw"),
     )
     feedback: str | None = option(
@@ -283,12 +277,14 @@ class IterativeStrategy(AdaptiveStrategy):
 
     def choose(self, pool: Pool, budget: int, context: SampleContext) -> Selection:
         o = self.options
-        if o.first_round == "coverage" and pool.distance is None:
-            raise DataError(f"{context.dataset.path}: --first-round coverage needs a "
-                            "'distance' column (a cluster or score stage folder), or "
-                            "--first-round draw")  # fmt: skip
+        first = None
+        if o.first_round == "coverage":  # round 1 as facility-location would choose it
+            from dataselect.sampling.facility_location import FacilityLocationStrategy
+
+            round_one = round_budgets(budget, o.rounds)[0]
+            first = FacilityLocationStrategy().choose(pool, round_one, context).rows
         params = IterativeParams(o.rounds, context.temperature, o.shrinkage, o.step,
-                                 o.max_update, o.first_round)  # fmt: skip
+                                 o.max_update, first)  # fmt: skip
         source: FeedbackSource
         if self.probe_reader is not None:
             source = ProbeFeedback(self.probe_reader, context.ids, context.seed)
