@@ -24,7 +24,7 @@ from dataselect.engine import use_engine
 
 
 def pipeline(corpus: Path, root: Path) -> list[Path]:
-    names = ("embed", "cluster", "score", "dedup", "sample", "facility")
+    names = ("embed", "cluster", "score", "dedup", "sample", "facility", "hierarchical")
     folders = [root / name for name in names]
     embed(corpus, folders[0], EmbedConfig(embedder="hashing", dim=32), quiet=True)
     cluster(folders[0], folders[1], ClusterConfig(k=5), quiet=True)
@@ -40,6 +40,8 @@ def pipeline(corpus: Path, root: Path) -> list[Path]:
     sample(
         folders[1], folders[5], SampleConfig(strategy="facility-location", budget="20"), quiet=True
     )
+    hierarchical = SampleConfig(strategy="hierarchical", budget="20", levels=(2,))
+    sample(folders[1], folders[6], hierarchical, quiet=True)
     return folders
 
 
