@@ -149,6 +149,7 @@ def result_name(args: argparse.Namespace) -> str:
     """scale (the default run), scale-ROWS and/or -niterN for other settings."""
     name = "scale" if args.rows == 10_000_000 else f"scale-{args.rows}"
     name = name if args.niter == 20 else f"{name}-niter{args.niter}"
+    name = name if args.dim == 64 else f"{name}-d{args.dim}"
     return name if args.strategy == "kmeans-closest" else f"{name}-{args.strategy}"
 
 
