@@ -80,3 +80,21 @@ def test_a_long_tail_gets_its_share(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "hierarchical" / "_selection.json").read_text())
     assert summary["hierarchical"]["levels"] == [2]
     assert sorted(summary["hierarchical"]["rows_per_top_group"]) == [15, 15]
+
+
+@pytest.mark.parametrize("resamples", [0, 3])
+def test_tree_levels_are_valid_and_deterministic(resamples: int) -> None:
+    """Every node has a parent, every parent a child, and the same seed gives the same tree
+    (with resampling steps too)."""
+    from dataselect.sampling.hierarchical import build_tree
+
+    rng = np.random.default_rng(4)
+    centroids = np.vstack([rng.normal(0, 0.1, (150, 6)), rng.normal(3, 2.0, (50, 6))])
+    centroids = centroids.astype(np.float32)
+    tree = build_tree(centroids, (20, 4), seed=1, metric="l2", resamples=resamples)
+    assert len(tree) == 2 and len(tree[0]) == 200
+    assert len(tree[1]) == int(tree[0].max()) + 1  # the level above has a node per parent
+    for parent in tree:
+        assert set(np.unique(parent).tolist()) == set(range(int(parent.max()) + 1))
+    again = build_tree(centroids, (20, 4), seed=1, metric="l2", resamples=resamples)
+    assert all(np.array_equal(a, b) for a, b in zip(tree, again, strict=True))

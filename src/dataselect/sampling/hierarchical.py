@@ -24,7 +24,7 @@ import numpy as np
 
 from dataselect.errors import DataError, UsageError
 from dataselect.io.output import StageOutput
-from dataselect.options import one_of, option
+from dataselect.options import at_least, one_of, option
 from dataselect.sampling.strategies import Pool, Selection, allocate
 from dataselect.sampling.strategy import AdaptiveStrategy, SampleContext, StrategyTraits
 
@@ -55,9 +55,15 @@ def default_levels(k: int) -> tuple[int, ...]:
 
 
 def build_tree(
-    centroids: np.ndarray, levels: tuple[int, ...], seed: int, metric: str
+    centroids: np.ndarray, levels: tuple[int, ...], seed: int, metric: str, resamples: int
 ) -> list[np.ndarray]:
-    """For each level above the leaves, each node's parent (a node of the next level up)."""
+    """For each level above the leaves, each node's parent (a node of the next level up).
+
+    Each level is k-means on the nodes below, then ``resamples`` resampling steps (Vo et al.,
+    section 4): k-means again on only the nodes closest to each centroid, about half the
+    mean cluster size of each, and every node assigned to the new centroids. A dense region
+    sends as many nodes to that fit as a sparse one, so the centroids spread over the
+    concepts instead of following the density."""
     from dataselect.clustering.kmeans import Assigner, fit_kmeans
 
     parents = []
@@ -65,9 +71,20 @@ def build_tree(
     for level, k in enumerate(levels):
         k = min(k, len(nodes))
         fit = fit_kmeans(nodes, k, LEVEL_NITER, seed + level, metric)
-        parent, _ = Assigner(fit.centroids, metric).assign(nodes)
+        parent, distance = Assigner(fit.centroids, metric).assign(nodes)
+        per_cluster = max(1, round(len(nodes) / k / 2))
+        for step in range(resamples if per_cluster > 1 else 0):
+            order = np.lexsort((np.arange(len(nodes)), distance, parent))
+            starts = np.searchsorted(parent[order], np.arange(k))
+            rank = np.arange(len(nodes)) - starts[parent[order]]
+            sample = np.ascontiguousarray(nodes[np.sort(order[rank < per_cluster])])
+            fit = fit_kmeans(sample, min(k, len(sample)), LEVEL_NITER,
+                             seed + 1000 * (level + 1) + step, metric)  # fmt: skip
+            parent, distance = Assigner(fit.centroids, metric).assign(nodes)
+        # renumber the parents that have children (a resampled centroid may get none)
+        used, parent = np.unique(parent, return_inverse=True)
         parents.append(parent.astype(np.int64))
-        nodes = fit.centroids
+        nodes = np.ascontiguousarray(fit.centroids[used])
     return parents
 
 
@@ -101,6 +118,12 @@ class HierarchicalOptions:
         parse=parse_levels,
         cli_type=str,
     )
+    resamples: int = option(
+        10,
+        "hierarchical: resampling steps per level (k-means again on the nodes closest to "
+        "each centroid, so the levels balance over concepts, not density); 0: plain k-means.",
+        parse=at_least(0),
+    )
     leaf_order: str = option(
         "closest",
         "hierarchical: within a leaf cluster, closest to its centroid first, or random.",
@@ -126,7 +149,7 @@ class HierarchicalStrategy(AdaptiveStrategy):
         if len(pool) and int(pool.cluster.max()) >= k:
             raise DataError(f"{context.dataset.path}: cluster ids exceed the {k} centroids")
         self.levels = self.options.levels or default_levels(k)
-        parents = build_tree(centroids, self.levels, context.seed, metric)
+        parents = build_tree(centroids, self.levels, context.seed, metric, self.options.resamples)
         leaf_sizes = np.bincount(pool.cluster, minlength=k)
         quota = balanced_quotas(leaf_sizes, parents, budget)
         self.top = self._top_counts(quota, parents)
@@ -170,4 +193,5 @@ class HierarchicalStrategy(AdaptiveStrategy):
         return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32), metric
 
     def facts(self, output: StageOutput, context: SampleContext) -> dict[str, Any]:
-        return {"hierarchical": {"levels": list(self.levels), "rows_per_top_group": self.top}}
+        return {"hierarchical": {"levels": list(self.levels), "resamples": self.options.resamples,
+                                 "rows_per_top_group": self.top}}  # fmt: skip
