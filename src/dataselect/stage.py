@@ -8,6 +8,7 @@ to be bad.
 
 from __future__ import annotations
 
+import shlex
 import time
 import warnings
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ class StageResult:
     replaced: str = ""  # the output it replaced: what differed (its settings, its input)
 
     def summary(self) -> dict[str, Any]:
+        outputs = dict(self.manifest.outputs)
+        if isinstance(outputs.get("next"), str):  # the command to run next, on this folder
+            outputs["next"] = outputs["next"].replace("{folder}", shlex.quote(str(self.output)))
         return {
             "stage": self.stage,
             "output": str(self.output),
@@ -70,7 +74,7 @@ class StageResult:
                 round(self.rows_processed / self.seconds, 1) if self.rows_processed else None
             ),
             **({"replaced": self.replaced} if self.replaced else {}),
-            **self.manifest.outputs,
+            **outputs,
         }
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from dataselect import __version__
+from dataselect.cli import help_format
 from dataselect.cli.common import (
     Debug,
     DryRun,
@@ -36,6 +37,7 @@ from dataselect.pipeline import SPECS
 from dataselect.sampling.registry import STRATEGIES
 from dataselect.scoring.registry import SCORERS
 
+help_format.install()
 app = typer.Typer(
     name="dataselect",
     help=(
@@ -197,7 +199,7 @@ app.command(name="sample", epilog=SAMPLE_EPILOG)(
     stage_command(
         SPECS["sample"],
         "Select exactly --budget rows and write them with all their original columns.",
-        "A cluster stage folder.",
+        "A cluster, score or dedup stage folder (its rows and their clusters).",
         "Output folder for the selection.",
         ("Stage options", "Strategy options"),
     )

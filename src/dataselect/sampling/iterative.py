@@ -307,5 +307,7 @@ class IterativeStrategy(AdaptiveStrategy):
             "next_weights": [round(float(w), 6) for w in result.weights],
         }
         if result.rounds_done < rounds:
-            facts["next"] = "dataselect refine THIS_FOLDER --feedback FILE"
+            # the folder is filled in by the summary (StageResult.summary): the stored facts
+            # stay the same wherever the folder is
+            facts["next"] = "dataselect refine {folder} --feedback FILE"
         return facts
