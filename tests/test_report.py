@@ -355,6 +355,22 @@ def test_eval_warns_when_a_selection_holds_no_label_of_the_test_set(planted_run,
     assert "warning: --selection" in result.stderr
 
 
+def test_eval_embeds_raw_test_data_as_train_was(planted_run, tmp_path, cli) -> None:
+    """--test given as raw data is embedded with --train's embedder and settings (here its
+    vector column): the same accuracies as with the test set's own embed folder."""
+    folder = relabelled_test_set(planted_run, tmp_path, keep=lambda v: True)
+    reports = []
+    for test in (folder, tmp_path / "test-corpus"):
+        result = cli("eval", "--train", planted_run / "embed", "--test", test, "--selection",
+                     planted_run / "sample", "--label-column", "label", "--json")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.stdout))
+    assert [r["test_embedded"] for r in reports] == [False, True]
+    assert reports[0]["test_rows"] == reports[1]["test_rows"]
+    assert reports[0]["selections"] == reports[1]["selections"]
+    assert reports[0]["all_of_train"] == reports[1]["all_of_train"]
+
+
 @needs_datasets()
 @pytest.mark.slow
 def test_eval_reproduces_the_selection_quality_benchmark(tmp_path: Path) -> None:

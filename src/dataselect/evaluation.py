@@ -9,6 +9,7 @@ benchmarks (scripts/bench/) call the same functions, so `dataselect eval` reprod
 from __future__ import annotations
 
 import statistics
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,16 +58,39 @@ class LabelledVectors:
         return len(self.ids)
 
 
+EMBED_PARAMS_KEPT = ("embedder", "text_column", "template", "vector_column", "seed")
+
+
+def is_vector_folder(path: str | Path) -> bool:
+    folder = Path(path)
+    return (folder / MANIFEST_NAME).exists() and read_manifest(folder).stage in (
+        "embed", "cluster", "score")  # fmt: skip
+
+
+def embedded_like(data: str | Path, train: str | Path, folder: Path) -> Path:
+    """Raw ``data`` embedded into ``folder`` as --train's rows were: the embed stage's
+    embedder and text settings from --train's lineage (its dimension for hashing and
+    vectors, its device for minilm), so the probe compares like with like."""
+    from dataselect.embedding.config import EmbedConfig
+    from dataselect.embedding.stage import embed
+    from dataselect.lineage import trace_lineage
+
+    params = trace_lineage(Path(train)).embed.params
+    values = {k: params[k] for k in EMBED_PARAMS_KEPT if params.get(k) is not None}
+    if params.get("embedder") != "minilm" and params.get("dim") is not None:
+        values["dim"] = params["dim"]
+    if params.get("device"):
+        values["device"] = params["device"]
+    embed(data, folder, EmbedConfig(**values), quiet=True)
+    return folder
+
+
 def load_labelled(path: str | Path, label_column: str, what: str) -> LabelledVectors:
     """Embeddings (from the folder or its embed folder) and labels (from it or its source)."""
     from dataselect.scoring.rows import RowReader
 
     folder = Path(path)
-    if not (folder / MANIFEST_NAME).exists() or read_manifest(folder).stage not in (
-        "embed",
-        "cluster",
-        "score",
-    ):
+    if not is_vector_folder(folder):
         raise UsageError(f"{what} {path}: give an embed (or cluster/score) stage folder")
     reader = RowReader(folder, label_column=label_column, what=what)
     reader.check(["embedding", "label"])
@@ -143,10 +167,18 @@ def evaluate(
     """Probe accuracy of each selection, of random subsets of its size and of all of train."""
     if random_seeds < 0:
         raise UsageError("--random-seeds must not be negative")
-    with checksums.checking():  # the folders read are as their manifests say
-        train_data = load_labelled(train, label_column, "--train")
-        test_data = load_labelled(test, label_column, "--test")
-        checksums.verify_expected()
+    with tempfile.TemporaryDirectory(prefix="dataselect-eval-") as scratch:
+        test_folder = Path(test)
+        embedded = not is_vector_folder(test_folder)
+        if embedded:  # raw data: embedded as --train was (an embed folder must exist)
+            if not is_vector_folder(train):
+                raise UsageError(f"--train {train}: give an embed (or cluster/score) stage "
+                                 "folder")  # fmt: skip
+            test_folder = embedded_like(test, train, Path(scratch) / "test")
+        with checksums.checking():  # the folders read are as their manifests say
+            train_data = load_labelled(train, label_column, "--train")
+            test_data = load_labelled(test_folder, label_column, "--test")
+            checksums.verify_expected()
     if train_data.y.dtype.kind != test_data.y.dtype.kind:  # e.g. ints in one, text in the other
         train_data.y, test_data.y = train_data.y.astype(str), test_data.y.astype(str)
     if train_data.x.shape[1] != test_data.x.shape[1]:
@@ -188,6 +220,7 @@ def evaluate(
     report: dict[str, Any] = {
         "train": str(train),
         "test": str(test),
+        "test_embedded": embedded,  # raw --test data, embedded with --train's embedder
         "label_column": label_column,
         "train_rows": len(train_data),
         "test_rows": len(test_data),

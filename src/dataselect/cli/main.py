@@ -235,12 +235,16 @@ EVAL_EPILOG = (
     "--label-column label\n\n"
     "  dataselect eval --train runs/embed --test test/embed --selection a/sample "
     "--selection b/sample --label-column intent --random-seeds 5 --json\n\n"
+    "  dataselect eval --train runs/embed --test test.parquet --selection runs/sample "
+    "--label-column label   (embedded as --train was)\n\n"
     "The proxy downstream evaluation: a logistic-regression probe (C = 10) is fitted on the "
     "selected rows' embeddings and labels and scored on --test; next to it, the same probe "
     "on random subsets of the same size (the random strategy's draw for seeds 0, 1, ...) "
-    "and on all of --train. --train and --test are embed (or cluster/score) folders made "
-    "with the same embedder; labels are read from them or their source data. A selection "
-    "is a sample folder, or any data with an 'id' column."
+    "and on all of --train. --train is an embed (or cluster/score) folder; --test is one "
+    "made with the same embedder, or raw data (a file, folder or glob), which is embedded "
+    "first with --train's embedder and text settings, from its lineage. Labels are read "
+    "from the folders or their source data. A selection is a sample folder, or any data "
+    "with an 'id' column."
 )
 
 
@@ -361,7 +365,12 @@ def run_config(
 @app.command(name="eval", epilog=EVAL_EPILOG)
 def eval_command(
     train: Annotated[str, typer.Option(help="Embed folder of the rows selections come from.")],
-    test: Annotated[str, typer.Option(help="Embed folder of the labelled test rows.")],
+    test: Annotated[
+        str,
+        typer.Option(
+            help="The labelled test rows: an embed folder, or raw data to embed as --train was."
+        ),
+    ],
     selection: Annotated[list[str], typer.Option(help="A selection to evaluate (repeatable).")],
     label_column: Annotated[str, typer.Option(help="The label column.")],
     random_seeds: Annotated[
