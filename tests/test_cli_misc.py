@@ -43,6 +43,53 @@ def test_progress_bar_on_a_terminal() -> None:
     assert "embed" in text and "50/100" in text and "━" in text
 
 
+def test_heartbeat_lines_under_cron(monkeypatch) -> None:
+    """Without a terminal, a phase that reports nothing (a k-means fit, a slow model batch)
+    still gets a line every interval, naming the phase, rows, rate and time left."""
+    import re
+    import time
+
+    monkeypatch.setenv("DATASELECT_LOG_SECONDS", "0.2")
+    stream = io.StringIO()
+    with Reporter("cluster", total_rows=1000, total_shards=1, stream=stream) as reporter:
+        reporter.phase("fitting k-means")
+        time.sleep(0.9)  # silent: only the heartbeat writes
+        reporter.advance(250)
+        reporter.phase("cluster shards")
+        time.sleep(0.6)
+    lines = stream.getvalue().splitlines()
+    fitting = [line for line in lines if "working: fitting k-means" in line]
+    assert len(fitting) >= 3, lines
+    assert any(re.search(r"250 rows done of 1,000, [\d,]+ rows/s, about [\d,]+ s left", line)
+               for line in lines), lines  # fmt: skip
+    assert all(line.split()[1] == "dataselect" for line in lines)  # timestamped log lines
+
+
+def test_heartbeat_interval_comes_from_the_environment(monkeypatch) -> None:
+    from dataselect.progress import LOG_EVERY_SECONDS, log_interval
+
+    monkeypatch.setenv("DATASELECT_LOG_SECONDS", "3")
+    assert log_interval() == 3.0
+    for bad in ("0", "-1", "soon"):
+        monkeypatch.setenv("DATASELECT_LOG_SECONDS", bad)
+        assert log_interval() == LOG_EVERY_SECONDS
+    quiet = io.StringIO()
+    with Reporter("embed", 10, 1, quiet=True, stream=quiet):
+        pass
+    assert quiet.getvalue() == ""
+
+
+def test_a_cron_run_names_its_phases(corpus: Path, tmp_path: Path) -> None:
+    """The real command under cron with a short interval: the k-means fit and the shards
+    show up as phases between the shard lines."""
+    run_process("embed", corpus, tmp_path / "e", "-e", "hashing", "-q")
+    done = run_process("cluster", tmp_path / "e", tmp_path / "c", "--k", 3,
+                       env={"DATASELECT_LOG_SECONDS": "0.001"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "dataselect cluster: working: fitting k-means" in done.stderr
+    assert "dataselect cluster: done:" in done.stderr
+
+
 def test_example_corpus(cli, tmp_path: Path) -> None:
     result = cli("example", tmp_path / "ex", "--limit", "300", "--shards", "3")
     assert result.exit_code == 0

@@ -78,6 +78,15 @@ class StageResult:
         }
 
 
+# what each stage's setup does, for the heartbeat under cron
+SETUP_PHASES = {
+    "cluster": "fitting k-means (sample pass, then Lloyd iterations)",
+    "sample": "choosing the rows",
+    "dedup": "finding duplicates (signatures, LSH, range search)",
+    "score": "fitting the scorers",
+}
+
+
 @contextmanager
 def reading_inputs(input: str | Path) -> Iterator[None]:
     """A stage's hold on what it reads: a shared lock on each stage folder behind ``input``
@@ -181,6 +190,7 @@ def run_stage(
                 checksums.discard_expected()  # nothing read, nothing to check
             else:
                 checksums.start_expected()  # (workers may read them all: start here too)
+                reporter.phase(SETUP_PHASES.get(stage.name, "preparing"))
                 stage.setup(folder)
                 todo = [s for s in dataset.shards if not folder.is_done(s.index)]
                 engine, how = engine_for(
@@ -188,7 +198,9 @@ def run_stage(
                 )
                 if how:
                     reporter.log(how)
+                reporter.phase(f"{stage.name} shards ({len(todo)} to do)")
                 publish_in_order(stage, dataset, folder, reporter, engine)
+                reporter.phase("finishing (summary, metrics, checks)")
                 folder.manifest.outputs.update(stage.finish(folder))
                 checksums.verify_expected()  # nothing is complete that came from bad bytes
             final = folder.finalize()
