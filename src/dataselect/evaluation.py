@@ -163,10 +163,34 @@ def evaluate(
     label_column: str,
     random_seeds: int = 3,
     include_all: bool = True,
+    quiet: bool = True,
 ) -> dict[str, Any]:
-    """Probe accuracy of each selection, of random subsets of its size and of all of train."""
+    """Probe accuracy of each selection, of random subsets of its size and of all of train
+    (with ``quiet`` False: log lines under cron, each probe named as it runs)."""
+    from dataselect.progress import Reporter
+
     if random_seeds < 0:
         raise UsageError("--random-seeds must not be negative")
+    with Reporter("eval", None, 0, quiet=quiet) as progress:
+        return _evaluate(train, test, selections, label_column, random_seeds, include_all,
+                         progress)  # fmt: skip
+
+
+def _evaluate(
+    train: str | Path,
+    test: str | Path,
+    selections: list[str | Path],
+    label_column: str,
+    random_seeds: int,
+    include_all: bool,
+    progress: Any,
+) -> dict[str, Any]:
+    def probe(what: str, rows: np.ndarray) -> float:
+        progress.phase(f"probe on {what} ({len(rows):,} rows)")
+        accuracy = _accuracy_of(train_data, test_data, rows)
+        progress.log(f"probe on {what} ({len(rows):,} rows): accuracy {accuracy:.4f}")
+        return accuracy
+
     with tempfile.TemporaryDirectory(prefix="dataselect-eval-") as scratch:
         test_folder = Path(test)
         embedded = not is_vector_folder(test_folder)
@@ -174,7 +198,9 @@ def evaluate(
             if not is_vector_folder(train):
                 raise UsageError(f"--train {train}: give an embed (or cluster/score) stage "
                                  "folder")  # fmt: skip
+            progress.phase("embedding --test as --train was")
             test_folder = embedded_like(test, train, Path(scratch) / "test")
+        progress.phase("reading --train and --test")
         with checksums.checking():  # the folders read are as their manifests say
             train_data = load_labelled(train, label_column, "--train")
             test_data = load_labelled(test_folder, label_column, "--test")
@@ -210,10 +236,10 @@ def evaluate(
         if not np.isin(test_data.y, train_data.y[rows]).any():
             warnings.append(f"--selection {path}: none of its labels is a label of --test, so "
                             "its accuracy is 0 (check --label-column)")  # fmt: skip
-        accuracy = _accuracy_of(train_data, test_data, rows)
+        accuracy = probe(str(path), rows)
         if len(rows) not in random_cache:
             random_cache[len(rows)] = [
-                _accuracy_of(train_data, test_data, random_rows(train_data.ids, len(rows), s))
+                probe(f"random subset, seed {s}", random_rows(train_data.ids, len(rows), s))
                 for s in range(random_seeds)
             ]
         results.append(EvalRow(str(path), len(rows), accuracy, random_cache[len(rows)]))
@@ -230,7 +256,7 @@ def evaluate(
     }
     if include_all:
         everything = np.arange(len(train_data))
-        report["all_of_train"] = round(_accuracy_of(train_data, test_data, everything), 4)
+        report["all_of_train"] = round(probe("all of --train", everything), 4)
     return report
 
 

@@ -380,6 +380,7 @@ def eval_command(
         bool, typer.Option("--no-all", help="Skip the probe on all of train.")
     ] = False,
     json_summary: JsonSummary = False,
+    quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
     """Probe accuracy of selections next to random subsets of their size and all of train."""
@@ -387,7 +388,9 @@ def eval_command(
 
     report = run_command(
         debug,
-        lambda: evaluate(train, test, list(selection), label_column, random_seeds, not no_all),
+        lambda: evaluate(
+            train, test, list(selection), label_column, random_seeds, not no_all, quiet=quiet
+        ),  # fmt: skip
     )
     for warning in report["warnings"]:
         print(f"dataselect eval: warning: {warning}", file=sys.stderr)
