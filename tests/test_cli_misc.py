@@ -38,9 +38,23 @@ def test_progress_bar_on_a_terminal() -> None:
     stream = FakeTerminal()
     with Reporter("embed", total_rows=100, total_shards=2, stream=stream) as reporter:
         reporter.advance(50)
+        reporter._bar.refresh()  # type: ignore[union-attr]
         reporter.shard_done(0, 50, 0.1)
     text = stream.getvalue()
     assert "embed" in text and "50/100" in text and "━" in text
+
+
+def test_the_bar_ends_full_and_names_the_phase() -> None:
+    """A sample stage writes a tenth of its input's rows: its bar still ends at 100%, and
+    while it chooses rows the bar says so (it sat at 0% through a k-means fit)."""
+    stream = FakeTerminal()
+    with Reporter("sample", total_rows=1000, total_shards=1, stream=stream) as reporter:
+        reporter.phase("choosing the rows")
+        reporter._bar.refresh()  # type: ignore[union-attr]
+        reporter.advance(100)
+    text = stream.getvalue()
+    assert "choosing the rows" in text
+    assert "1000/1000" in text and "100%" in text
 
 
 def test_heartbeat_lines_under_cron(monkeypatch) -> None:

@@ -78,6 +78,7 @@ class Reporter:
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
+                TextColumn("{task.fields[phase]}"),
                 console=Console(file=self.stream),
                 transient=False,
             )
@@ -85,7 +86,8 @@ class Reporter:
     def __enter__(self) -> Reporter:
         if self._bar is not None:
             self._bar.start()
-            self._task = self._bar.add_task(self.stage, total=self.total_rows, rate="")
+            self._task = self._bar.add_task(self.stage, total=self.total_rows, rate="",
+                                            phase=self.current_phase)  # fmt: skip
         elif not self.quiet:
             self._heartbeat = threading.Thread(target=self._beat, daemon=True,
                                                name="dataselect-heartbeat")  # fmt: skip
@@ -93,8 +95,10 @@ class Reporter:
         return self
 
     def phase(self, name: str) -> None:
-        """What the stage does now (the heartbeat names it)."""
+        """What the stage does now (the heartbeat names it; the bar shows it)."""
         self.current_phase = name
+        if self._bar is not None and self._task is not None:
+            self._bar.update(TaskID(self._task), phase=name)
 
     def _beat(self) -> None:
         while not self._stop.wait(min(1.0, self.interval / 4)):
@@ -122,7 +126,10 @@ class Reporter:
         self._stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join()
-        if self._bar is not None:
+        if self._bar is not None and self._task is not None:
+            if exc_type is None:  # done: a full bar, whatever share of rows was written
+                total = self.total_rows if self.total_rows is not None else self.rows
+                self._bar.update(TaskID(self._task), total=total, completed=total, phase="done")
             self._bar.stop()
 
     @property
