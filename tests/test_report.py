@@ -355,6 +355,21 @@ def test_eval_warns_when_a_selection_holds_no_label_of_the_test_set(planted_run,
     assert "warning: --selection" in result.stderr
 
 
+def test_report_and_inspect_give_a_stage_the_same_timings(planted_run, cli) -> None:
+    """One source for timings: the wall clock of the run that completed a stage (its fit
+    included) and the sum of its shards' times, in `inspect` and in the report alike."""
+    from dataselect.report.collect import _stage_info
+
+    for name in ("cluster", "score", "sample"):
+        info = json.loads(cli("inspect", planted_run / name, "--json").stdout)
+        stage = _stage_info(planted_run / name)
+        assert info["wall_seconds"] == stage.wall_seconds > 0
+        assert info["seconds"] == stage.shard_seconds
+        assert info["wall_seconds"] >= info["seconds"]
+    text = cli("inspect", planted_run / "cluster").stdout
+    assert " s wall" in text and " s in shards" in text
+
+
 def test_eval_embeds_raw_test_data_as_train_was(planted_run, tmp_path, cli) -> None:
     """--test given as raw data is embedded with --train's embedder and settings (here its
     vector column): the same accuracies as with the test set's own embed folder."""

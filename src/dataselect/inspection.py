@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from dataselect.errors import DataError, UsageError
 from dataselect.io.folder_state import MARKER_DIR, FolderState
-from dataselect.manifest import MANIFEST_NAME, read_manifest
+from dataselect.manifest import MANIFEST_NAME, read_manifest, stage_seconds
 
 PIPELINE_ORDER = ("embed", "cluster", "score", "dedup", "sample")
 
@@ -91,9 +91,11 @@ def describe_stage(folder: Path, verify: bool = False) -> dict[str, Any]:
         "params": manifest.params,
         "started": manifest.started,
         "finished": manifest.finished,
+        # the sum of the shards' times; wall_seconds: the run that completed it, fit included
         "seconds": manifest.seconds
         if manifest.complete
         else round(sum(float(r.get("seconds", 0)) for r in shards), 3),
+        "wall_seconds": stage_seconds(manifest)["wall_seconds"] if manifest.complete else None,
         "shards": len(shards),
         "rows": sum(int(r["rows"]) for r in shards),
         "bytes": sum(int(r["bytes"]) for r in shards),
@@ -134,7 +136,8 @@ def format_description(info: dict[str, Any]) -> str:
         f"  status:   {info['status']}",
         f"  input:    {info['input']} ({info['input_format']})",
         f"  shards:   {info['shards']:,}, rows {info['rows']:,}, {mb:,.1f} MB"
-        + (f", {info['seconds']:,.1f} s" if info["seconds"] else ""),
+        + (f", {info['wall_seconds']:,.1f} s wall" if info.get("wall_seconds") else "")
+        + (f", {info['seconds']:,.1f} s in shards" if info["seconds"] else ""),
         f"  made:     {info['started'] or '?'} -> {info['finished'] or 'not finished'}",
         "  columns:  " + ", ".join(f"{k} ({v})" if v else k for k, v in info["columns"].items()),
         "  params:   "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,10 @@ class Manifest:
     artifacts: dict[str, Any] = field(default_factory=dict)
     started: str = ""
     finished: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # the sum of the shards' seconds
+    # wall clock of the run that completed the folder: fits, selections, reductions and
+    # shards (0 in folders made before it was recorded)
+    run_seconds: float = 0.0
     format_version: int = FORMAT_VERSION
 
     def identity(self) -> dict[str, Any]:
@@ -69,6 +73,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "started": str,
     "finished": str,
     "seconds": (int, float),
+    "run_seconds": (int, float),
     "format_version": int,
 }
 
@@ -94,6 +99,22 @@ def read_manifest(folder: str | Path) -> Manifest:
             raise DataError(f"{path}: unreadable manifest ('{name}' is {json.dumps(value)[:40]})")
     known = {name for name in Manifest.__dataclass_fields__}
     return Manifest(**{key: value for key, value in data.items() if key in known})
+
+
+def stage_seconds(manifest: Manifest) -> dict[str, float]:
+    """A stage's timings, one source for `inspect` and `report`: ``wall_seconds``, the
+    wall clock of the run that completed it (the fit included), and ``shard_seconds``, the
+    sum of its shards' times. Folders from before ``run_seconds`` was recorded give
+    finished - started (it also counts any pause before a resume)."""
+    wall = float(manifest.run_seconds)
+    if not wall and manifest.started and manifest.finished:
+        try:
+            started = datetime.fromisoformat(manifest.started)
+            finished = datetime.fromisoformat(manifest.finished)
+            wall = max(float(manifest.seconds), (finished - started).total_seconds())
+        except ValueError:
+            wall = float(manifest.seconds)
+    return {"wall_seconds": round(wall, 3), "shard_seconds": round(float(manifest.seconds), 3)}
 
 
 def describe_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

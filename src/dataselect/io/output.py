@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -118,6 +119,7 @@ class StageOutput:
             self._set_aside_own_files()
             if state.action == "replace" and state.manifest is not None:
                 self.replaced = state.message or "--overwrite"
+        self._run_started = time.perf_counter()
         existing = state.manifest
         resuming = state.action in ("resume", "skip")
         self.manifest.started = existing.started if resuming and existing else now_iso()
@@ -257,6 +259,7 @@ class StageOutput:
         manifest.artifacts = dict(sorted(self.artifacts_done.items()))
         manifest.finished = now_iso()
         manifest.seconds = round(sum(float(r["seconds"]) for r in manifest.shards), 3)
+        manifest.run_seconds = round(time.perf_counter() - self._run_started, 3)
         try:
             manifest.write(self.folder)
         except OSError as exc:

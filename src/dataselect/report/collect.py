@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from dataselect.io import checksums
 from dataselect.io.folder_state import artifact_path
 from dataselect.io.sources import open_input
 from dataselect.keyed import IdSet, row_keys
-from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest
+from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest, stage_seconds
 from dataselect.numeric import one_blas_thread
 from dataselect.sampling.files import DECISIONS, PULLS, SELECTION
 
@@ -40,8 +39,9 @@ class StageInfo:
     name: str
     folder: Path
     manifest: Manifest
-    wall_seconds: float
+    wall_seconds: float  # the run that completed it, fit included (manifest.stage_seconds)
     description: dict[str, Any]
+    shard_seconds: float = 0.0  # the sum of its shards' times
 
 
 @dataclass
@@ -145,14 +145,9 @@ def _collect(path: str | Path, seed: int) -> ReportData:
 
 def _stage_info(folder: Path) -> StageInfo:
     manifest = read_manifest(folder)
-    wall = manifest.seconds
-    try:  # fits and reductions are outside the per-shard seconds: the wall clock has them
-        started = datetime.fromisoformat(manifest.started)
-        finished = datetime.fromisoformat(manifest.finished)
-        wall = max(wall, (finished - started).total_seconds())
-    except ValueError:
-        pass
-    return StageInfo(manifest.stage, folder, manifest, float(wall), describe_stage(folder))
+    timings = stage_seconds(manifest)  # as `inspect` shows them
+    return StageInfo(manifest.stage, folder, manifest, timings["wall_seconds"],
+                     describe_stage(folder), timings["shard_seconds"])  # fmt: skip
 
 
 def _input_rows(input_folder: Path) -> pa.Table:

@@ -112,7 +112,7 @@ def render(data: ReportData, images: dict[str, bytes]) -> str:
         _table(["metric", "selection", "corpus"], _diversity_rows(sel)),
         "<h2>Stages</h2>",
         _table(
-            ["stage", "folder", "status", "rows", "shards", "seconds", "parameters"],
+            ["stage", "folder", "status", "rows", "shards", "wall s", "shard s", "parameters"],
             [
                 [
                     s.name,
@@ -121,6 +121,7 @@ def render(data: ReportData, images: dict[str, bytes]) -> str:
                     f"{s.manifest.rows:,}",
                     f"{len(s.manifest.shards):,}",
                     f"{s.wall_seconds:,.1f}",
+                    f"{s.shard_seconds:,.1f}",
                     _params(s.manifest.params),
                 ]
                 for s in data.stages
@@ -188,7 +189,8 @@ def _caption(name: str, data: ReportData) -> str:
         "than its size's share; on the x axis, clusters left out.",
         "adaptive": "Iterative: each cluster's weight when a round was drawn (the weights "
         "start equal). Bandit: rows admitted as the pulls go, and each arm's mean reward.",
-        "timings": "Wall-clock seconds of each stage's last run (fits included) and its rows.",
+        "timings": "Wall-clock seconds of the run that completed each stage (fits included), "
+        "as `dataselect inspect` gives them, and its rows.",
     }
     return captions[name]
 
