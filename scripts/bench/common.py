@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TIMING_KEYS = ("started", "finished", "seconds")
+TIMING_KEYS = ("started", "finished", "seconds", "run_seconds")
 
 
 def write_results(name: str, lines: list[str], rows: object) -> None:
