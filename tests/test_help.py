@@ -41,9 +41,18 @@ def test_the_pipeline_line_names_every_stage(cli) -> None:
     assert "embed -> cluster -> score -> dedup -> sample" in text
 
 
-def test_usage_errors_name_arguments_as_help_does(cli) -> None:
-    result = cli("sample")
-    assert result.exit_code == 2 and "INPUT" in result.output
+def test_usage_errors_are_one_line_naming_arguments_as_help_does() -> None:
+    from conftest import run_process
+
+    cases = [(["sample"], "Missing argument 'INPUT'"),
+             (["sample", "a", "b", "--no-such"], "No such option: --no-such")]  # fmt: skip
+    for args, needle in cases:
+        done = run_process(*args)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("dataselect: error: ") and needle in lines[0]
+        assert "dataselect sample --help" in lines[0]
 
 
 def test_refine_summary_names_the_real_folder(tmp_path) -> None:
