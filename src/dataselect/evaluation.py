@@ -26,6 +26,7 @@ from dataselect.io.sources import open_input
 from dataselect.keyed import row_keys
 from dataselect.manifest import MANIFEST_NAME, read_manifest
 from dataselect.numeric import one_blas_thread
+from dataselect.progress import Reporter
 from dataselect.sampling.files import DECISIONS
 
 PROBE_C = 10.0
@@ -167,8 +168,6 @@ def evaluate(
 ) -> dict[str, Any]:
     """Probe accuracy of each selection, of random subsets of its size and of all of train
     (with ``quiet`` False: log lines under cron, each probe named as it runs)."""
-    from dataselect.progress import Reporter
-
     if random_seeds < 0:
         raise UsageError("--random-seeds must not be negative")
     with Reporter("eval", None, 0, quiet=quiet) as progress:
@@ -183,7 +182,7 @@ def _evaluate(
     label_column: str,
     random_seeds: int,
     include_all: bool,
-    progress: Any,
+    progress: Reporter,
 ) -> dict[str, Any]:
     def probe(what: str, rows: np.ndarray) -> float:
         progress.phase(f"probe on {what} ({len(rows):,} rows)")

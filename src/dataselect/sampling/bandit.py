@@ -130,12 +130,13 @@ def run_bandit(
         take = 0
         if kind == "pull" and reward > 0:
             take = admit(arm, params.block, f"pull {total_pulls}: reward {reward:+.4g}")
-        log["pull"].append(total_pulls)
-        log["arm"].append(arm)
-        log["kind"].append(kind)
-        log["reward"].append(reward)
-        log["ucb"].append(ucb)
-        log["admitted"].append(take)
+        record(arm, kind, reward, ucb, take)
+
+    def record(arm: int, kind: str, reward: float, ucb: float, admitted: int) -> None:
+        """One line of the pull log."""
+        values = (total_pulls, arm, kind, reward, ucb, admitted)
+        for key, value in zip(log, values, strict=True):
+            log[key].append(value)
 
     def admit(arm: int, count: int, why: str) -> int:
         nonlocal left
@@ -162,10 +163,7 @@ def run_bandit(
             shares = allocate_weighted(np.where(fit, sizes, 0), np.where(fit, sizes, 0), floor)
             for arm in np.flatnonzero(shares).tolist():
                 take = admit(arm, int(shares[arm]), "coverage floor")
-                for key, value in (("pull", total_pulls), ("arm", arm), ("kind", "floor"),
-                                   ("reward", float(start[arm])), ("ucb", float("nan")),
-                                   ("admitted", take)):  # fmt: skip
-                    log[key].append(value)
+                record(arm, "floor", float(start[arm]), float("nan"), take)
     idle = 0
     while left > 0 and active.any():
         mean = reward_sum / np.maximum(pulls, 1e-12)
@@ -184,10 +182,7 @@ def run_bandit(
                 break
             if active[arm]:
                 take = admit(int(arm), left, "fill (no arm kept a positive reward)")
-                for key, value in (("pull", total_pulls), ("arm", int(arm)), ("kind", "fill"),
-                                   ("reward", float("nan")), ("ucb", float("nan")),
-                                   ("admitted", take)):  # fmt: skip
-                    log[key].append(value)
+                record(int(arm), "fill", float("nan"), float("nan"), take)
     rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
     mean = reward_sum / np.maximum(pulls, 1e-12)
     arms = [

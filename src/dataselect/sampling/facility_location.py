@@ -51,16 +51,14 @@ class Coverage:
     the rows' coverage so far, and the coverage after picking it."""
 
     rows: int
+    dtype: type[np.floating] = np.float64  # of the coverage and weight vectors
 
     def initial_gains(self, weights: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def gain(self, j: int, covered_by: np.ndarray, weights: np.ndarray) -> float:
-        raise NotImplementedError
-
     def gains(self, js: list[int], covered_by: np.ndarray, weights: np.ndarray) -> list[float]:
-        """The gains of several candidates (one matrix product where it can)."""
-        return [self.gain(j, covered_by, weights) for j in js]
+        """The gains of several candidates against the coverage so far."""
+        raise NotImplementedError
 
     def cover(self, j: int, covered_by: np.ndarray) -> None:
         raise NotImplementedError
@@ -74,7 +72,9 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 class DenseCoverage(Coverage):
     """Every pair's similarity (rows x rows float32): the exact objective, for clusters up
-    to --dense-rows."""
+    to --dense-rows. Its gains are one matrix product per batch of candidates."""
+
+    dtype = np.float32
 
     def __init__(self, vectors: np.ndarray) -> None:
         unit = unit_rows(vectors)
@@ -87,9 +87,6 @@ class DenseCoverage(Coverage):
 
     def initial_gains(self, weights: np.ndarray) -> np.ndarray:
         return (weights.astype(np.float32) @ self.similarity).astype(np.float64)
-
-    def gain(self, j: int, covered_by: np.ndarray, weights: np.ndarray) -> float:
-        return float(np.maximum(self.similarity[j] - covered_by, 0.0) @ weights)
 
     def gains(self, js: list[int], covered_by: np.ndarray, weights: np.ndarray) -> list[float]:
         better = np.maximum(self.similarity[js] - covered_by, 0.0)
@@ -126,11 +123,14 @@ class GraphCoverage(Coverage):
         return np.bincount(owner, weights=weights[self.covered] * self.similarity,
                            minlength=self.rows)  # fmt: skip
 
-    def gain(self, j: int, covered_by: np.ndarray, weights: np.ndarray) -> float:
-        lo, hi = self.starts[j], self.starts[j + 1]
-        rows = self.covered[lo:hi]
-        better = self.similarity[lo:hi] - covered_by[rows]
-        return float((weights[rows] * np.maximum(better, 0.0)).sum())
+    def gains(self, js: list[int], covered_by: np.ndarray, weights: np.ndarray) -> list[float]:
+        found = []
+        for j in js:  # a few dozen covered rows each: one small sum per candidate
+            lo, hi = self.starts[j], self.starts[j + 1]
+            rows = self.covered[lo:hi]
+            better = self.similarity[lo:hi] - covered_by[rows]
+            found.append(float((weights[rows] * np.maximum(better, 0.0)).sum()))
+        return found
 
     def cover(self, j: int, covered_by: np.ndarray) -> None:
         lo, hi = self.starts[j], self.starts[j + 1]
@@ -152,11 +152,8 @@ def lazy_greedy(
     order, with each pick's gain. ``tiebreak`` (uint64 per row): among equal gains the
     smallest goes first."""
     n = coverage.rows
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    covered_by = np.zeros(n, dtype=np.float64)  # each row's best similarity to a pick
-    if isinstance(coverage, DenseCoverage):
-        covered_by = covered_by.astype(np.float32)
-        w = w.astype(np.float32)
+    w = np.ones(n, coverage.dtype) if weights is None else weights.astype(coverage.dtype)
+    covered_by = np.zeros(n, dtype=coverage.dtype)  # each row's best similarity to a pick
     rank = np.empty(n, dtype=np.int64)
     rank[np.argsort(tiebreak, kind="stable")] = np.arange(n)
     first = coverage.initial_gains(w)
@@ -188,9 +185,7 @@ def lazy_greedy(
 
 def objective(coverage: Coverage, chosen: np.ndarray, weights: np.ndarray | None = None) -> float:
     """f(chosen) over the coverage."""
-    covered_by = np.zeros(coverage.rows)
-    if isinstance(coverage, DenseCoverage):
-        covered_by = covered_by.astype(np.float32)
+    covered_by = np.zeros(coverage.rows, dtype=coverage.dtype)
     for j in np.asarray(chosen).tolist():
         coverage.cover(j, covered_by)
     w = np.ones(coverage.rows) if weights is None else weights
@@ -266,15 +261,15 @@ class FacilityLocationStrategy(AdaptiveStrategy):
         chosen: list[np.ndarray] = []
         self.gains = np.zeros(len(pool), dtype=np.float32)
         total = 0.0
+        o = self.options
         with tempfile.TemporaryDirectory(prefix=".facility-", dir=context.spill_folder) as tmp:
             vectors = context.vectors(tmp)
             for c in np.flatnonzero(quota).tolist():
                 rows = by_cluster[bounds[c] : bounds[c + 1]]  # pool rows, id order
-                o = self.options
                 coverage = coverage_of(vectors.take(rows), o.neighbours, o.dense_rows)
                 w = None if weights is None else weights[rows]
                 picked, gains = lazy_greedy(coverage, int(quota[c]), pool.keys[rows], w)
-                total += objective(coverage, picked, w)
+                total += float(gains.sum())  # f(picks): the gains add up to it (f(empty) = 0)
                 del coverage
                 taken = rows[picked]
                 chosen.append(taken)

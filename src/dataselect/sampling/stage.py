@@ -165,10 +165,7 @@ class SampleStage:
             if config.budget_tokens is None and self.one_per_vector and not self.deduplicated:
                 # a share of every row, as when streamed; identical vectors count once
                 self.budget = parse_budget(config.budget, dataset.rows or len(self.ids))
-                if self.budget > len(self.ids):
-                    raise UsageError(f"--budget {self.budget:,} is larger than the distinct "
-                                     f"rows ({len(self.ids):,}: identical vectors count "
-                                     "once)")  # fmt: skip
+                check_distinct(self.budget, len(self.ids))
             elif config.budget_tokens is None:
                 self.budget = parse_budget(config.budget, len(self.ids))
             else:
@@ -391,10 +388,7 @@ class SampleStage:
         skip = None
         if self.one_per_vector:
             skip = identical_copies(self.dataset, config.seed, SELECT_STREAM)
-            drawable = int(self.dataset.rows or 0) - len(skip.keys)
-            if self.budget > drawable:
-                raise UsageError(f"--budget {self.budget:,} is larger than the distinct rows "
-                                 f"({drawable:,}: identical vectors count once)")  # fmt: skip
+            check_distinct(self.budget, int(self.dataset.rows or 0) - len(skip.keys))
         found = select_streaming(self.dataset, strategy, self.budget,
                                  config.resolved_allocation, config.temperature, config.seed,
                                  config.score_column, METRICS_SAMPLE_ROWS,
@@ -534,6 +528,13 @@ class SampleStage:
         facts["vendi_corpus"] = vendi_scores(vectors[1])
         facts["vendi_corpus_rows"] = len(self.corpus_sample)
         return facts
+
+
+def check_distinct(budget: int, distinct: int) -> None:
+    """A budget above the rows a one-row-per-vector strategy may draw is a usage error."""
+    if budget > distinct:
+        raise UsageError(f"--budget {budget:,} is larger than the distinct rows "
+                         f"({distinct:,}: identical vectors count once)")  # fmt: skip
 
 
 def decisions_table(

@@ -32,37 +32,52 @@ def rows_at(
 
 def embeddings_of(embed_folder: Path, wanted: list[pa.Table], dim: int) -> list[np.ndarray]:
     """The vectors of each table of rows (id, shard, row), in its order, from one pass over
-    the embed folder, taken by position (input shard i is embed shard i, row for row) and
-    checked by id."""
+    the embed folder (its parts read side by side)."""
     every = pa.concat_tables([w.select(["id", "shard", "row"]) for w in wanted])
-    shard, row = every.column("shard").to_numpy(), every.column("row").to_numpy()
-    order = np.lexsort((row, shard))
-    shard, row = shard[order], row[order]
-    ids = every.column("id").combine_chunks().take(pa.array(order))
+    order = file_order(every)
     vectors = np.zeros((len(order), dim), dtype=np.float32)
-    found = 0
+    for lo, hi, block in vector_blocks(embed_folder, every, order, dim, read_ahead=True):
+        vectors[order[lo:hi]] = block
+    bounds = np.cumsum([0] + [w.num_rows for w in wanted])
+    return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def file_order(rows: pa.Table) -> np.ndarray:
+    """The rows (id, shard, row) sorted as the embed folder holds them: by shard, then row."""
+    return np.lexsort((rows.column("row").to_numpy(), rows.column("shard").to_numpy()))
+
+
+def vector_blocks(
+    embed_folder: Path, rows: pa.Table, order: np.ndarray, dim: int, read_ahead: bool
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The vectors of ``rows`` (id, shard, row) in ``file_order``, a read batch at a time:
+    (lo, hi, the vectors of rows order[lo:hi]), taken by position (input shard i is embed
+    shard i, row for row) and checked by id. ``read_ahead``: parts read side by side (each
+    part's picked rows held at once), else one read batch held at a time."""
+    shard = rows.column("shard").to_numpy()[order]
+    row = rows.column("row").to_numpy()[order]
+    ids = rows.column("id").combine_chunks().take(pa.array(order))
     parts = open_input(embed_folder).shards
     bounds = np.searchsorted(shard, np.arange(len(parts) + 1))  # part i: bounds[i]..[i + 1]
     spans = zip(parts, bounds[:-1], bounds[1:], strict=True)
     jobs = [(part, int(lo), int(hi)) for part, lo, hi in spans if hi > lo]
 
-    def pick(job: tuple[InputShard, int, int]) -> list[tuple[int, int, pa.RecordBatch]]:
-        """The job's rows of one embed part: read side by side with the other parts."""
+    def pick(job: tuple[InputShard, int, int]) -> Iterator[tuple[int, int, pa.RecordBatch]]:
         part, lo, hi = job
-        return list(rows_at(part.iter_batches(["id", "embedding"], READ_ROWS), row[lo:hi]))
+        return rows_at(part.iter_batches(["id", "embedding"], READ_ROWS), row[lo:hi])
 
-    for (part, lo, _), picks in zip(jobs, ordered_map(pick, jobs), strict=True):
-        for first, last, picked in picks:
+    picks = ordered_map(lambda job: list(pick(job)), jobs) if read_ahead else map(pick, jobs)
+    found = 0
+    for (part, lo, _), picked_rows in zip(jobs, picks, strict=True):
+        for first, last, picked in picked_rows:
             if not picked.column("id").equals(ids.slice(lo + first, last - first)):
                 raise DataError(f"{part.describe()}: its rows no longer match the "
                                 "selection's input (rerun the stages after it)")  # fmt: skip
-            vectors[order[lo + first : lo + last]] = vectors_of(picked, dim)
+            yield lo + first, lo + last, vectors_of(picked, dim)
             found += last - first
     if found != len(order):
-        raise DataError(f"{embed_folder}: {len(order) - found:,} selected or sampled rows are "
-                        "not in the embed folder")  # fmt: skip
-    bounds = np.cumsum([0] + [w.num_rows for w in wanted])
-    return [vectors[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        raise DataError(f"{embed_folder}: {len(order) - found:,} rows of the selection's "
+                        "input are not in the embed folder")  # fmt: skip
 
 
 class SpilledVectors:
@@ -97,27 +112,11 @@ class SpilledVectors:
 
 
 def spill_vectors(embed_folder: Path, rows: pa.Table, dim: int, sink: BinaryIO) -> np.ndarray:
-    """Writes the vectors of ``rows`` (id, shard, row) to ``sink`` as float32, part by part
-    in (shard, row) order (one read batch held at a time), checked by id; returns each row's
-    place in the file."""
-    shard, row = rows.column("shard").to_numpy(), rows.column("row").to_numpy()
-    order = np.lexsort((row, shard))
-    shard, row = shard[order], row[order]
-    ids = rows.column("id").combine_chunks().take(pa.array(order))
-    parts = open_input(embed_folder).shards
-    bounds = np.searchsorted(shard, np.arange(len(parts) + 1))
-    written = 0
-    for part, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True):
-        batches = part.iter_batches(["id", "embedding"], READ_ROWS)
-        for first, last, picked in rows_at(batches, row[lo:hi]):
-            if not picked.column("id").equals(ids.slice(lo + first, last - first)):
-                raise DataError(f"{part.describe()}: its rows no longer match the "
-                                "selection's input (rerun the stages after it)")  # fmt: skip
-            sink.write(np.ascontiguousarray(vectors_of(picked, dim), dtype=np.float32).data)
-            written += last - first
-    if written != len(order):
-        raise DataError(f"{embed_folder}: {len(order) - written:,} rows of the selection's "
-                        "input are not in the embed folder")  # fmt: skip
+    """Writes the vectors of ``rows`` (id, shard, row) to ``sink`` as float32 in the embed
+    folder's order, one read batch held at a time; returns each row's place in the file."""
+    order = file_order(rows)
+    for _, _, block in vector_blocks(embed_folder, rows, order, dim, read_ahead=False):
+        sink.write(np.ascontiguousarray(block, dtype=np.float32).data)
     place = np.empty(len(order), dtype=np.int64)
     place[order] = np.arange(len(order))
     return place
