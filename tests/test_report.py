@@ -70,19 +70,18 @@ def test_report_of_an_iterative_run_has_every_plot(planted_run: Path, cli) -> No
     assert summary["report"] == str(page)
     html = page.read_text()
     images = report_images(html)
-    assert set(images) == {
-        "cluster_sizes",
-        "projection",
-        "scores",
-        "cluster_shares",
-        "adaptive",
-        "timings",
-    }
+    # the projection is drawn interactively on the page (the map); its PNG is still written
+    assert set(images) == {"cluster_sizes", "scores", "cluster_shares", "adaptive", "timings"}
+    assert 'id="map"' in html and 'id="map-data"' in html
     for name, png in images.items():
         assert png_size(png) == (WIDTH_PX, HEIGHT_PX), name
         assert (planted_run / "report-plots" / f"{name}.png").read_bytes() == png
+    assert png_size((planted_run / "report-plots" / "projection.png").read_bytes()) == (
+        WIDTH_PX,
+        HEIGHT_PX,
+    )
     # self-contained: nothing fetched at view time
-    assert not re.search(r'(src|href)="(?!data:)', html)
+    assert not re.search(r'(src|href)="(?!data:|#)', html)  # data URIs and in-page links
     for stage in ("embed", "cluster", "score", "sample"):
         assert f"<td>{stage}</td>" in html
     assert "Vendi score, q = 1" in html and "Rounds" in html
@@ -165,7 +164,7 @@ def test_report_renders_in_headless_chromium(planted_run: Path, tmp_path: Path, 
         page.goto(page_path.as_uri())
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         images = page.locator("img")
-        assert images.count() == 6
+        assert images.count() == 5
         for i in range(images.count()):
             image = images.nth(i)
             loaded = image.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
@@ -183,7 +182,7 @@ def test_report_renders_in_headless_chromium(planted_run: Path, tmp_path: Path, 
             assert colours > 50 and non_white > 0.02, (i, colours, non_white)
         browser.close()
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
-    assert Image.open(tmp_path / "report.png").size[1] > 6 * HEIGHT_PX
+    assert Image.open(tmp_path / "report.png").size[1] > 5 * HEIGHT_PX
 
 
 # -- inspect ---------------------------------------------------------------------------------

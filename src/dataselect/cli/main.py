@@ -267,13 +267,18 @@ REPORT_EPILOG = (
     "[bold]Examples[/bold]\n\n"
     "  dataselect report runs/demo                (a run folder of `dataselect run`)\n\n"
     "  dataselect report runs/selection --output /tmp/selection.html\n\n"
+    "  dataselect report runs/demo --text-column question --label-column intent\n\n"
     "Writes one self-contained HTML page (report.html in FOLDER, _report.html in a stage "
-    "folder, unless --output; images embedded, no network needed to view it) and its PNGs in "
-    "report-plots/ (__report-plots__/) beside it: "
-    "cluster sizes, a PCA projection of a keyed sample of the embeddings with the selected "
-    "rows highlighted, score and distance distributions of selected vs all rows, per-cluster "
-    "share selected vs share of the corpus, iterative weights or bandit rewards per round, "
-    "stage timings and rows, and the diversity metrics (Vendi scores, coverage, entropy)."
+    "folder, unless --output; everything embedded, no network needed to view it) and its PNGs "
+    "in report-plots/ (__report-plots__/) beside it. The page shows: the diversity metrics; "
+    "an interactive 2-D map of a keyed sample of the corpus (hover a point to read its text, "
+    "selected rows in red); a sortable table of the clusters with their top terms "
+    "(class-based TF-IDF) and a card for each of the largest, with the texts nearest the "
+    "centroid, selected texts and the lowest-scoring texts left out; the clusters with no "
+    "selected row; the label distribution of corpus vs selection; the dedup stage's counts "
+    "and example pairs; plots of cluster sizes, scores, per-cluster shares, iterative "
+    "weights or bandit rewards and stage timings; the stages. Its size is bounded (5,000 "
+    "corpus and 2,000 selected points on the map, texts cut short) and printed."
 )
 
 
@@ -443,6 +448,20 @@ def report(
             "stage folder]."
         ),
     ] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Source column whose texts the report shows \\[default: what the embed "
+            "stage embedded; with --vector-column, the first text column]."
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Label column compared between corpus and selection \\[default: the "
+            "selection's --label-column, else a column named 'label']."
+        ),
+    ] = None,
     seed: Seed = 0,
     quiet: Quiet = False,
     json_summary: JsonSummary = False,
@@ -451,11 +470,18 @@ def report(
     """Write an HTML report with plots of a selection and the stages behind it."""
     from dataselect.report import make_report
 
-    summary = run_command(debug, lambda: make_report(folder, output, seed=seed))
+    summary = run_command(
+        debug,
+        lambda: make_report(
+            folder, output, seed=seed, text_column=text_column, label_column=label_column
+        ),
+    )
     if json_summary:
         emit_summary(summary, True, quiet)
     elif not quiet:
-        print(f"wrote {summary['report']} ({len(summary['plots'])} plots)", file=sys.stderr)
+        print(f"wrote {summary['report']} ({summary['bytes'] / 1e6:.1f} MB, "
+              f"{len(summary['plots'])} plots, {summary['map_points']:,} points on the map, "
+              f"{summary['clusters_shown']:,} clusters)", file=sys.stderr)  # fmt: skip
 
 
 @app.command(epilog=INSPECT_EPILOG)

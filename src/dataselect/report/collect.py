@@ -2,9 +2,10 @@
 
 Everything comes from files the stages already wrote: manifests (timings, rows, params),
 the cluster sizes, the decisions (which rows were selected), the sample input's
-id, cluster, distance and score columns (every row), _selection.json (metrics, rounds, arms),
-pulls.parquet, and a keyed sample of the embeddings for the 2-D picture. Memory: those
-small per-row columns plus at most ``PROJECTION_ROWS`` vectors.
+id, cluster, distance, keep and score columns (every row), _selection.json (metrics, rounds,
+arms), pulls.parquet, the dedup stage's pairs, a keyed sample of the embeddings for the 2-D
+map, and from the source data the texts of the rows shown and the label column. Memory:
+those small per-row columns, at most ``PROJECTION_ROWS`` vectors and the texts shown.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from dataselect.io.sources import open_input
 from dataselect.keyed import IdSet, row_keys
 from dataselect.manifest import MANIFEST_NAME, Manifest, read_manifest, stage_seconds
 from dataselect.numeric import one_blas_thread
+from dataselect.report.clusters import ClusterView, cluster_views, empty_clusters
+from dataselect.report.duplicates import DedupView
+from dataselect.report.texts import Source, SourceFacts, find_source, read_source
+from dataselect.report.topics import top_terms
 from dataselect.sampling.files import DECISIONS, PULLS, SELECTION
 
 PROJECTION_ROWS = 5_000  # corpus rows in the 2-D picture
@@ -59,7 +64,17 @@ class ReportData:
     projection_corpus: np.ndarray | None = None  # bool per projected row: in the corpus sample
     projection_selected: np.ndarray | None = None  # bool per projected row: selected
     projection_variance: tuple[float, float] | None = None
+    projection_positions: np.ndarray | None = None  # the projected rows' positions
+    ids: pa.Array | None = None  # per row
     pulls: pa.Table | None = None  # bandit pull log
+    source: Source | None = None  # the data the embed stage read
+    texts: dict[int, str] = field(default_factory=dict)  # by row position: the rows shown
+    views: list[ClusterView] = field(default_factory=list)  # the largest clusters
+    empty: list[int] = field(default_factory=list)  # clusters with no row selected
+    clusters: int = 0  # k
+    score_column: str | None = None  # what the rejected rows are ordered by
+    labels: SourceFacts | None = None  # label counts, corpus and selection
+    dedup: DedupView | None = None
 
 
 def find_selection(path: str | Path) -> tuple[Path, list[Path]]:
@@ -99,13 +114,20 @@ def find_selection(path: str | Path) -> tuple[Path, list[Path]]:
     return selection, list(reversed(chain))
 
 
-def collect(path: str | Path, seed: int = 0) -> ReportData:
+def collect(
+    path: str | Path,
+    seed: int = 0,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> ReportData:
     """What the report shows, from the folders it reads (verified: ``io/checksums.py``)."""
     with checksums.checking():
-        return _collect(path, seed)
+        return _collect(path, seed, text_column, label_column)
 
 
-def _collect(path: str | Path, seed: int) -> ReportData:
+def _collect(
+    path: str | Path, seed: int, text_column: str | None, label_column: str | None
+) -> ReportData:
     selection_folder, chain = find_selection(path)
     stages = [_stage_info(folder) for folder in chain]
     sample = read_manifest(selection_folder)
@@ -135,12 +157,61 @@ def _collect(path: str | Path, seed: int) -> ReportData:
         for name in rows.column_names
         if name == "distance" or name.startswith("score_")
     }
+    ids = rows.column("id").combine_chunks()
+    data.ids = ids
+    keys = row_keys(ids, seed, REPORT_STREAM)
     if "embed" in by_stage:
-        _project(data, by_stage["embed"], rows.column("id").combine_chunks(), seed)
+        _project(data, by_stage["embed"], ids, keys, seed)
     if artifact_path(selection_folder, PULLS).exists():
         data.pulls = pq.read_table(artifact_path(selection_folder, PULLS))
+    _explain(data, rows, keys, by_stage, text_column, label_column)
     checksums.verify_expected()  # the folders it read are as their manifests say
     return data
+
+
+def _explain(
+    data: ReportData,
+    rows: pa.Table,
+    keys: np.ndarray,
+    by_stage: dict[str, Path],
+    text_column: str | None,
+    label_column: str | None,
+) -> None:
+    """The cluster views, the dedup pairs and the texts and labels behind them."""
+    params = data.selection.get("params", {})
+    data.score_column = params.get("score_column") or next(
+        (n for n in rows.column_names if n.startswith("score_")), None
+    )
+    kept = rows.column("keep").to_numpy(zero_copy_only=False) if "keep" in rows.column_names \
+        else None  # fmt: skip
+    if data.cluster is not None and len(data.cluster):
+        data.clusters = int(data.cluster.max()) + 1
+        data.views = cluster_views(
+            data.cluster, data.selected, keys, data.scores.get("distance"),
+            data.scores.get(data.score_column) if data.score_column else None, kept,
+        )  # fmt: skip
+        data.empty = empty_clusters(data.cluster, data.selected)
+    if "dedup" in by_stage:
+        from dataselect.report.duplicates import dedup_view  # (loads the dedup stage)
+
+        data.dedup = dedup_view(by_stage["dedup"], keys)
+    if "embed" not in by_stage:
+        return
+    data.source = find_source(data.selection_folder, text_column, label_column or
+                              params.get("label_column"))  # fmt: skip
+    wanted = [p for view in data.views for p in view.positions]
+    if data.dedup is not None:
+        wanted += data.dedup.positions
+    if data.projection_positions is not None:
+        wanted += data.projection_positions.tolist()
+    facts = read_source(data.source, np.unique(np.array(wanted, np.int64)), data.selected)
+    data.texts = facts.texts
+    if data.source.label_column is not None:
+        data.labels = facts
+    terms = top_terms({v.cluster: [facts.texts.get(p, "") for p in v.topic_rows]
+                       for v in data.views})  # fmt: skip
+    for view in data.views:
+        view.terms = terms[view.cluster]
 
 
 def _stage_info(folder: Path) -> StageInfo:
@@ -151,12 +222,13 @@ def _stage_info(folder: Path) -> StageInfo:
 
 
 def _input_rows(input_folder: Path) -> pa.Table:
-    """The sample input's id, cluster, distance and score columns: every row, in file order."""
+    """The sample input's id, cluster, distance, keep and score columns: every row, in file
+    order."""
     dataset = open_input(input_folder)
     names = [
         n
         for n in dataset.schema.names
-        if n in ("id", "cluster", "distance") or n.startswith("score_")
+        if n in ("id", "cluster", "distance", "keep") or n.startswith("score_")
     ]
     return pa.Table.from_batches(
         [b for s in dataset.shards for b in s.iter_batches(names)],
@@ -164,11 +236,12 @@ def _input_rows(input_folder: Path) -> pa.Table:
     )
 
 
-def _project(data: ReportData, embed_folder: Path, ids: pa.Array, seed: int) -> None:
+def _project(
+    data: ReportData, embed_folder: Path, ids: pa.Array, keys: np.ndarray, seed: int
+) -> None:
     """PCA of a keyed sample of corpus rows; the selected ones among a keyed sample of them."""
     from sklearn.decomposition import PCA
 
-    keys = row_keys(ids, seed, REPORT_STREAM)
     corpus = np.argsort(keys, kind="stable")[:PROJECTION_ROWS]
     chosen = np.flatnonzero(data.selected)
     chosen = chosen[np.argsort(keys[chosen], kind="stable")[:PROJECTION_SELECTED]]
@@ -197,5 +270,6 @@ def _project(data: ReportData, embed_folder: Path, ids: pa.Array, seed: int) -> 
     data.projection = pca.transform(x)
     data.projection_corpus = is_corpus
     data.projection_selected = data.selected[rows]
+    data.projection_positions = rows
     ratio = pca.explained_variance_ratio_
     data.projection_variance = (float(ratio[0]), float(ratio[1]))

@@ -14,29 +14,68 @@ from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
 from dataselect.manifest import MANIFEST_NAME
 from dataselect.report.collect import ReportData, collect
+from dataselect.report.interactive import MAP_SCRIPT, SORT_SCRIPT
 from dataselect.report.plots import HEIGHT_PX, PLOTS, WIDTH_PX
+from dataselect.report.sections import (
+    clusters_section,
+    dedup_section,
+    empty_section,
+    labels_section,
+    map_section,
+)
 
 REPORT_NAME = "report.html"
+IN_THE_MAP = ("projection",)  # plots the page shows interactively (their PNG is still written)
 PLOTS_FOLDER = "report-plots"
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 78em; padding: 0 1em;
+       color: #222; line-height: 1.4; }
+h1 { font-size: 1.4em; overflow-wrap: anywhere; } h2 { font-size: 1.15em; margin-top: 2em; }
+h3 { font-size: 1em; margin: 0.2em 0; } h4 { font-size: 0.85em; margin: 0.6em 0 0.2em; }
+nav a { margin-right: 1em; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
+table.sortable th { cursor: pointer; } table.sortable th[data-order]::after { content: " \\2195"; }
+.scroll { max-width: 100%; overflow-x: auto; max-height: 32em; overflow-y: auto; }
+td.params { font-size: 0.85em; max-width: 30em; overflow-wrap: anywhere; }
+figure { margin: 1em 0; } figcaption, .caption, .muted { color: #555; font-size: 0.9em; }
+img { max-width: 100%; height: auto; }
 code { background: #f3f3f3; padding: 0 0.2em; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(22em, 1fr)); gap: 0.8em; }
+.card { border: 1px solid #ccc; border-radius: 6px; padding: 0.6em 0.8em; font-size: 0.9em;
+        overflow-wrap: anywhere; }
+.card ol { margin: 0; padding-left: 1.4em; } .card .facts { color: #555; margin: 0.2em 0; }
+.terms b { background: #e8f0fa; padding: 0 0.3em; margin-right: 0.2em; font-weight: 600; }
+.score { color: #a00; font-variant-numeric: tabular-nums; }
+.map-box { position: relative; width: fit-content; max-width: 100%; }
+#map { border: 1px solid #ccc; max-width: 100%; }
+.tip { position: absolute; max-width: 28em; background: #fff; border: 1px solid #888;
+       padding: 0.3em 0.5em; font-size: 0.85em; white-space: pre-wrap; pointer-events: none;
+       box-shadow: 0 2px 6px rgba(0,0,0,0.2); z-index: 2; }
+.bar { display: inline-block; height: 0.8em; margin-right: 0.4em; vertical-align: middle; }
+.bar.grey { background: #9a9a9a; } .bar.red { background: #d62728; }
+td .share { font-size: 0.85em; } td:has(.bar) { min-width: 12em; }
+.dot { display: inline-block; width: 0.7em; height: 0.7em; border-radius: 50%; }
+.dot.grey { background: #9a9a9a; } .dot.red { background: #d62728; }
 """
 
 
 def make_report(
-    path: str | Path, output: str | Path | None = None, seed: int = 0
+    path: str | Path,
+    output: str | Path | None = None,
+    seed: int = 0,
+    text_column: str | None = None,
+    label_column: str | None = None,
 ) -> dict[str, Any]:
-    """Write the report of the selection in ``path`` (a sample or run folder); returns a summary."""
+    """Write the report of the selection in ``path`` (a sample or run folder); returns a summary.
+
+    ``text_column``: the texts shown [default: what the embed stage embedded];
+    ``label_column``: compared corpus vs selection [default: the selection's, else 'label']."""
     target = Path(output) if output else default_target(Path(path))
     refuse_to_overwrite(target)
-    data = collect(path, seed=seed)
+    data = collect(path, seed=seed, text_column=text_column, label_column=label_column)
     images: dict[str, bytes] = {}
     for name, (_, plot) in PLOTS.items():
         png = plot(data)
@@ -47,14 +86,20 @@ def make_report(
         plots_folder.mkdir(parents=True, exist_ok=True)
         for name, png in images.items():
             write_bytes_atomic(plots_folder / f"{name}.png", png)
-        write_bytes_atomic(target, render(data, images).encode())
+        page = render(data, images).encode()
+        write_bytes_atomic(target, page)
     except OSError as exc:
         raise DataError(f"{target}: cannot write the report ({exc.strerror or exc})") from exc
     return {
         "report": str(target),
+        "bytes": len(page),
         "plots": [str(plots_folder / f"{name}.png") for name in images],
         "selection": str(data.selection_folder),
         "rows_selected": int(data.selected.sum()),
+        "map_points": 0 if data.projection is None else len(data.projection),
+        "clusters_shown": len(data.views),
+        "text": None if data.source is None else data.source.text_name,
+        "label_column": None if data.source is None else data.source.label_column,
     }
 
 
@@ -99,48 +144,67 @@ def _is_report(path: Path) -> bool:
 def render(data: ReportData, images: dict[str, bytes]) -> str:
     sel = data.selection
     title = f"dataselect report: {data.selection_folder}"
+    blocks = {
+        "map-section": ("map", map_section(data)),
+        "clusters": ("clusters", clusters_section(data)),
+        "empty": ("empty clusters", empty_section(data)),
+        "labels": ("labels", labels_section(data)),
+        "duplicates": ("duplicates", dedup_section(data)),
+    }
+    shown = {name: png for name, png in images.items() if name not in IN_THE_MAP}
+    nav = [f'<a href="#{anchor}">{label}</a>' for anchor, (label, html_) in blocks.items()
+           if html_]  # fmt: skip
+    nav += ['<a href="#plots">plots</a>', '<a href="#stages">stages</a>']
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f"<p>Strategy <code>{_e(sel.get('strategy'))}</code>: "
         f"{int(data.selected.sum()):,} of {len(data.selected):,} rows selected "
         f"(budget {_e(sel.get('params', {}).get('budget'))}); the selection was finished "
         f"at {_e(data.stages[-1].manifest.finished)}.</p>",
+        f"<nav>{' '.join(nav)}</nav>",
         "<h2>Diversity</h2>",
         _table(["metric", "selection", "corpus"], _diversity_rows(sel)),
-        "<h2>Stages</h2>",
-        _table(
-            ["stage", "folder", "status", "rows", "shards", "wall s", "shard s", "parameters"],
-            [
-                [
-                    s.name,
-                    str(s.folder),
-                    s.description["status"],
-                    f"{s.manifest.rows:,}",
-                    f"{len(s.manifest.shards):,}",
-                    f"{s.wall_seconds:,.1f}",
-                    f"{s.shard_seconds:,.1f}",
-                    _params(s.manifest.params),
-                ]
-                for s in data.stages
-            ],
-        ),
+        *(html_ for _, html_ in blocks.values() if html_),
+        '<h2 id="plots">Plots</h2>',
     ]
-    for name, png in images.items():
+    for name, png in shown.items():
         caption = PLOTS[name][0]
         uri = "data:image/png;base64," + base64.b64encode(png).decode()
         parts += [
-            f"<h2>{_e(caption)}</h2>",
+            f"<h3>{_e(caption)}</h3>",
             f'<figure><img id="plot-{name}" src="{uri}" width="{WIDTH_PX}" '
             f'height="{HEIGHT_PX}" alt="{_e(caption)}">',
             f"<figcaption>{_e(_caption(name, data))}</figcaption></figure>",
         ]
     if "round_history" in sel:
-        parts += ["<h2>Rounds</h2>", _table(["round", "rows", "feedback"], _round_rows(sel))]
-    parts.append("</body></html>")
+        parts += ['<h2 id="rounds">Rounds</h2>',
+                  _table(["round", "rows", "feedback"], _round_rows(sel))]  # fmt: skip
+    parts += ['<h2 id="stages">Stages</h2>', _stage_table(data)]
+    parts += [f"<script>{MAP_SCRIPT}{SORT_SCRIPT}</script>", "</body></html>"]
     return "\n".join(parts) + "\n"
+
+
+def _stage_table(data: ReportData) -> str:
+    rows = []
+    for s in data.stages:
+        rows.append(
+            f"<tr><td>{_e(s.name)}</td>"
+            f'<td title="{_e(s.folder)}">{_e(s.folder.name)}</td>'
+            f"<td>{_e(s.description['status'])}</td>"
+            f'<td class="num">{s.manifest.rows:,}</td>'
+            f'<td class="num">{len(s.manifest.shards):,}</td>'
+            f'<td class="num">{s.wall_seconds:,.1f}</td>'
+            f'<td class="num">{s.shard_seconds:,.1f}</td>'
+            f'<td class="params">{_e(_params(s.manifest.params))}</td></tr>'
+        )
+    header = "".join(f"<th>{h}</th>" for h in ("stage", "folder", "status", "rows", "shards",
+                                              "wall s", "shard s", "parameters"))  # fmt: skip
+    return (f'<div class="scroll"><table id="stage-table"><thead><tr>{header}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table></div>")  # fmt: skip
 
 
 def _diversity_rows(sel: dict[str, Any]) -> list[list[str]]:
@@ -183,7 +247,8 @@ def _caption(name: str, data: ReportData) -> str:
         "cluster_sizes": "How many rows each k-means cluster holds (from clusters.parquet).",
         "projection": "A keyed sample of the corpus (grey) and of the selected rows (red), "
         "projected by PCA fitted on the corpus sample.",
-        "scores": "Density of each per-row column of the sample stage's input over all rows "
+        "scores": "Density of (up to four of) the per-row columns of the sample stage's input "
+        "over all rows "
         "(grey) and over the selected rows (red line).",
         "cluster_shares": "Each point is a cluster: above the line, the selection takes more "
         "than its size's share; on the x axis, clusters left out.",

@@ -98,8 +98,8 @@ def scores(data: ReportData) -> bytes | None:
         return None
     import matplotlib.pyplot as plt
 
-    names = list(data.scores)[:6]
-    columns = min(3, len(names))
+    names = list(data.scores)[:4]
+    columns = min(2, len(names))
     grid_rows = (len(names) + columns - 1) // columns
     figure, axes = plt.subplots(
         grid_rows, columns, squeeze=False, figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI
@@ -107,8 +107,7 @@ def scores(data: ReportData) -> bytes | None:
     for ax, name in zip(axes.flat, names, strict=False):
         values = data.scores[name]
         finite = np.isfinite(values)
-        low, high = np.quantile(values[finite], [0.005, 0.995]) if finite.any() else (0, 1)
-        bins = np.linspace(low, high if high > low else low + 1, 40)
+        bins, constant = histogram_bins(values[finite])
         ax.hist(values[finite], bins=bins, density=True, color=CORPUS, alpha=0.6, label="all")
         picked = values[data.selected & finite]
         ax.hist(
@@ -121,16 +120,30 @@ def scores(data: ReportData) -> bytes | None:
             label="selected",
         )
         title = "distance to centroid" if name == "distance" else name
-        ax.set_title(
-            f"{title}\nmedian {np.median(values[finite]):.3g} all, "
-            f"{np.median(picked) if len(picked) else float('nan'):.3g} selected",
-            fontsize=8,
+        median = np.median(values[finite]) if finite.any() else float("nan")
+        detail = (
+            f"every row {median:.4g}"
+            if constant
+            else f"median {median:.3g} all, "
+            f"{np.median(picked) if len(picked) else float('nan'):.3g} selected"
         )
-        ax.tick_params(labelsize=7)
+        ax.set_title(f"{title}\n{detail}", fontsize=10)
+        ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=9)
     return _png(figure)
+
+
+def histogram_bins(values: np.ndarray, bins: int = 40) -> tuple[np.ndarray, bool]:
+    """Bin edges over the central 99% of ``values``; one value (a constant score) gets bins
+    centred on it, not an axis from it to it + 1. Also says whether it was constant."""
+    low, high = np.quantile(values, [0.005, 0.995]) if len(values) else (0.0, 1.0)
+    constant = bool(high <= low)
+    if constant:
+        half = max(abs(float(low)) * 0.05, 0.05)
+        low, high = low - half, high + half
+    return np.linspace(low, high, bins + 1), constant
 
 
 def cluster_shares(data: ReportData) -> bytes | None:
