@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/selection_quality.py
 	$(BIN)/python scripts/bench/adaptive.py
 	$(BIN)/python scripts/bench/scorers.py
+	$(BIN)/python scripts/bench/report.py
 	$(BIN)/python scripts/bench/dedup.py
 	$(BIN)/python scripts/bench/dry_run.py
 	$(BIN)/python scripts/bench/crash.py
