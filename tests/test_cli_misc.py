@@ -45,16 +45,18 @@ def test_progress_bar_on_a_terminal() -> None:
 
 
 def test_the_bar_ends_full_and_names_the_phase() -> None:
-    """A sample stage writes a tenth of its input's rows: its bar still ends at 100%, and
-    while it chooses rows the bar says so (it sat at 0% through a k-means fit)."""
+    """A sample stage writes a tenth of its input's rows: its write phase counts them
+    against the budget, not the input's rows, and every phase's bar ends at 100%; while it
+    chooses rows the bar says so (it sat at 0% through a k-means fit)."""
     stream = FakeTerminal()
     with Reporter("sample", total_rows=1000, total_shards=1, stream=stream) as reporter:
-        reporter.phase("choosing the rows")
+        reporter.phase("select: choosing the rows")
         reporter._bar.refresh()  # type: ignore[union-attr]
+        reporter.phase("write", 100, "rows")
         reporter.advance(100)
     text = stream.getvalue()
-    assert "choosing the rows" in text
-    assert "1000/1000" in text and "100%" in text
+    assert "select: choosing the rows" in text and "done" in text
+    assert "100/100 rows 100%" in text and "/1000" not in text
 
 
 def test_heartbeat_lines_under_cron(monkeypatch) -> None:
@@ -68,14 +70,14 @@ def test_heartbeat_lines_under_cron(monkeypatch) -> None:
     with Reporter("cluster", total_rows=1000, total_shards=1, stream=stream) as reporter:
         reporter.phase("fitting k-means")
         time.sleep(0.9)  # silent: only the heartbeat writes
+        reporter.phase("assign", 1000, "rows")
         reporter.advance(250)
-        reporter.phase("cluster shards")
         time.sleep(0.6)
     lines = stream.getvalue().splitlines()
     fitting = [line for line in lines if "working: fitting k-means" in line]
     assert len(fitting) >= 3, lines
-    assert any(re.search(r"250 rows done of 1,000, [\d,]+ rows/s, about [\d,]+ s left", line)
-               for line in lines), lines  # fmt: skip
+    assert any(re.search(r"250 of 1,000 rows done \(25%\), [\d,]+ rows/s, about [\d,]+ s left",
+                         line) for line in lines), lines  # fmt: skip
     assert all(line.split()[1] == "dataselect" for line in lines)  # timestamped log lines
 
 
@@ -94,13 +96,16 @@ def test_heartbeat_interval_comes_from_the_environment(monkeypatch) -> None:
 
 
 def test_a_cron_run_names_its_phases(corpus: Path, tmp_path: Path) -> None:
-    """The real command under cron with a short interval: the k-means fit and the shards
-    show up as phases between the shard lines."""
+    """The real command under cron with a short interval: the fit sample, the k-means fit
+    and the assignment show up as phases between the shard lines."""
     run_process("embed", corpus, tmp_path / "e", "-e", "hashing", "-q")
     done = run_process("cluster", tmp_path / "e", tmp_path / "c", "--k", 3,
                        env={"DATASELECT_LOG_SECONDS": "0.001"})  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "dataselect cluster: working: fitting k-means" in done.stderr
+    assert "dataselect cluster: working: " in done.stderr
+    assert "dataselect cluster: fit sample (150 of 150 rows, 2 passes); " in done.stderr
+    assert "dataselect cluster: fit done: k-means on 150 rows x 384, k=3, niter=" in done.stderr
+    assert "dataselect cluster: assign (3 shards to do); " in done.stderr
     assert "dataselect cluster: done:" in done.stderr
 
 

@@ -23,10 +23,10 @@ from dataselect.engine.base import SchedulingTraits, ShardStage, publish_in_orde
 from dataselect.io import checksums
 from dataselect.io.lock import reading
 from dataselect.io.output import StageOutput
-from dataselect.io.sources import InputDataset
+from dataselect.io.sources import InputDataset, InputShard
 from dataselect.lineage import stage_folders_behind
 from dataselect.manifest import Manifest
-from dataselect.progress import Reporter
+from dataselect.progress import Phase, Reporter
 
 __all__ = ["PerRowStage", "SchedulingTraits", "ShardStage", "StageResult", "run_stage"]
 
@@ -78,13 +78,35 @@ class StageResult:
         }
 
 
-# what each stage's setup does, for the heartbeat under cron
+# what each stage's setup does, for the heartbeat under cron and the bars (the cluster and
+# score stages name their own: the fit sample, the k-means fit, each scorer's fit)
 SETUP_PHASES = {
-    "cluster": "fitting k-means (sample pass, then Lloyd iterations)",
-    "sample": "choosing the rows",
+    "sample": "select: choosing the rows",
     "dedup": "finding duplicates (signatures, LSH, range search)",
-    "score": "fitting the scorers",
 }
+# what each stage's shards do: the phase that writes OUTPUT
+SHARD_PHASES = {
+    "embed": "embed",
+    "cluster": "assign",
+    "score": "score",
+    "sample": "write",
+    "dedup": "write",
+}
+
+
+def shard_phase(stage: ShardStage, dataset: InputDataset, todo: list[InputShard]) -> Phase:
+    """The phase of a stage's shards, with its total: the rows it writes (a sample stage
+    writes its budget, ``stage.rows_out``), else the input's rows; when those are not known
+    (JSONL and CSV files are counted as they are read), the bytes of the files to read."""
+    what, every = SHARD_PHASES.get(stage.name, stage.name), len(dataset.shards)
+    of = "" if len(todo) == every else f" of {every}"
+    name = f"{what} ({len(todo)}{of} shard{'' if len(todo) == 1 else 's'} to do)"
+    rows_out = getattr(stage, "rows_out", None)
+    if isinstance(rows_out, int):
+        return Phase(name, rows_out, "rows")
+    if dataset.rows is not None:
+        return Phase(name, dataset.rows, "rows")
+    return Phase(name, sum(shard.path.stat().st_size for shard in todo), "bytes")
 
 
 @contextmanager
@@ -190,7 +212,8 @@ def run_stage(
                 checksums.discard_expected()  # nothing read, nothing to check
             else:
                 checksums.start_expected()  # (workers may read them all: start here too)
-                reporter.phase(SETUP_PHASES.get(stage.name, "preparing"))
+                if stage.name in SETUP_PHASES:
+                    reporter.phase(SETUP_PHASES[stage.name])
                 stage.setup(folder)
                 todo = [s for s in dataset.shards if not folder.is_done(s.index)]
                 engine, how = engine_for(
@@ -198,7 +221,8 @@ def run_stage(
                 )
                 if how:
                     reporter.log(how)
-                reporter.phase(f"{stage.name} shards ({len(todo)} to do)")
+                shards = shard_phase(stage, dataset, todo)
+                reporter.phase(shards.name, shards.total, shards.unit)
                 publish_in_order(stage, dataset, folder, reporter, engine)
                 reporter.phase("finishing (summary, metrics, checks)")
                 folder.manifest.outputs.update(stage.finish(folder))

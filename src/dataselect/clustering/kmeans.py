@@ -12,7 +12,7 @@ core) and did not speed up the sample pass (measured on 1M x 384 rows).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -70,16 +70,18 @@ def keyed_sample(
     size: int,
     seed: int,
     trusted: bool = False,
+    on_rows: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """The fit sample: vectors of the ``size`` rows with the smallest (seed, id) keys, in
-    key order.
+    key order. ``on_rows`` is told the rows of each batch read (two passes: 2 x the rows).
 
     Two passes. The first reads only the ids and finds the ``size``-th smallest key (a
     streaming bottom-k over keys: a few MB). The second reads the vectors and decodes only
     the rows at or under that key, straight into their final buffer. One pass that kept the
     best vectors so far decoded and copied ~2.4x as many rows and cost twice as long.
     """
-    threshold, candidates = key_threshold(dataset, id_column, size, seed, SAMPLE_STREAM)
+    threshold, candidates = key_threshold(dataset, id_column, size, seed, SAMPLE_STREAM,
+                                          on_rows)  # fmt: skip
     keys = np.empty(candidates, dtype=np.uint64)
     vectors = np.empty((candidates, dim), dtype=np.float32)
     chosen_ids: list[pa.Array] = []
@@ -106,6 +108,8 @@ def keyed_sample(
             chosen_ids.append(ids.take(taken))
             count += len(rows)
             offset += record_batch.num_rows
+            if on_rows is not None:
+                on_rows(record_batch.num_rows)
     if count != candidates:  # the input changed between the passes
         raise DataError(f"{dataset.path}: rows changed while the k-means sample was read")
     order = np.argsort(keys, kind="stable")
@@ -116,7 +120,12 @@ def keyed_sample(
 
 
 def key_threshold(
-    dataset: InputDataset, id_column: str | None, size: int, seed: int, stream: int
+    dataset: InputDataset,
+    id_column: str | None,
+    size: int,
+    seed: int,
+    stream: int,
+    on_rows: Callable[[int], None] | None = None,
 ) -> tuple[np.uint64, int]:
     """The ``size``-th smallest key over all rows, and how many rows have a key at or under
     it (more than ``size`` only when keys collide)."""
@@ -146,6 +155,8 @@ def key_threshold(
                     keys = np.concatenate([keys, np.empty(len(batch_keys), dtype=np.uint64)])
             keys[count : count + len(batch_keys)] = batch_keys
             count += len(batch_keys)
+            if on_rows is not None:
+                on_rows(record_batch.num_rows)
     if count > size:
         threshold, count = compact()
     elif count:
@@ -157,20 +168,72 @@ def key_threshold(
 class KMeansFit:
     centroids: np.ndarray
     objective: float
+    trace: tuple[float, ...] = ()  # FAISS's objective at each iteration (before its update)
 
 
-def fit_kmeans(sample: np.ndarray, k: int, niter: int, seed: int, metric: str) -> KMeansFit:
+# called after each Lloyd iteration with (iterations done, FAISS's objective)
+IterationCallback = Callable[[int, float], None]
+STEPWISE_MIN_FLOPS = 2e10  # a fit this long (~1 s on 2 cores) reports each iteration live
+
+
+def fit_kmeans(
+    sample: np.ndarray,
+    k: int,
+    niter: int,
+    seed: int,
+    metric: str,
+    on_iteration: IterationCallback | None = None,
+    stepwise: bool | None = None,
+) -> KMeansFit:
     """FAISS k-means on the sample (spherical for cosine: centroids renormalised each step),
     started from k-means++ seeds.
 
     FAISS alone seeds with k random rows, which often puts two seeds in one dense cluster and
     none in another; Lloyd iterations rarely repair that (seen here: 5 clear blobs came out as
     4 clusters with one split). k-means++ on a slice of the sample avoids it.
+
+    A long fit (``STEPWISE_MIN_FLOPS``) runs one FAISS call per iteration
+    (``lloyd_iterations``), so each is reported as it ends; the centroids are bit for bit
+    those of one ``faiss.Kmeans`` call. Each call scans the sample for NaNs on one core
+    (measured: +4% of a fit at k = 1000, +35% at k = 200), so a short fit makes one call
+    and reports its iterations when it ends. ``stepwise`` forces either way (tests).
     """
+    init = initial_centroids(sample, k, seed, metric)
+    if stepwise is None:
+        stepwise = 2.0 * len(sample) * k * sample.shape[1] * niter >= STEPWISE_MIN_FLOPS
+    if len(sample) <= k or not stepwise:  # (n <= k: FAISS copies the rows; as it does)
+        fit = _one_call(sample, init, k, niter, seed, metric)
+        for iteration, objective in enumerate(fit.trace, start=1):  # told after the fact
+            if on_iteration is not None:
+                on_iteration(iteration, objective)
+        return fit
+    centroids, trace = lloyd_iterations(sample, init, niter, seed, metric, on_iteration)
+    return KMeansFit(centroids, float(trace[-1]) if trace else float("nan"), tuple(trace))
+
+
+def initial_centroids(sample: np.ndarray, k: int, seed: int, metric: str) -> np.ndarray:
+    """k-means++ seeds from the first rows of the sample (unit-norm for cosine)."""
     seeds_from = sample[: min(len(sample), max(PLUSPLUS_ROWS_PER_K * k, PLUSPLUS_MIN_ROWS))]
     init = kmeans_plusplus_seeds(seeds_from, k, seed)
     if metric == "cosine":
         init /= np.linalg.norm(init, axis=1, keepdims=True)
+    return init
+
+
+def _clustering_parameters(n: int, k: int, niter: int, seed: int) -> faiss.ClusteringParameters:
+    params = faiss.ClusteringParameters()
+    params.niter = niter
+    params.seed = seed
+    params.max_points_per_centroid = max(1, -(-n // k))  # the whole sample: no subsampling
+    params.min_points_per_centroid = 1
+    params.verbose = False
+    return params
+
+
+def _one_call(
+    sample: np.ndarray, init: np.ndarray, k: int, niter: int, seed: int, metric: str
+) -> KMeansFit:
+    """One ``faiss.Kmeans`` call (the fit ``lloyd_iterations`` equals, for n <= k)."""
     kmeans = faiss.Kmeans(
         sample.shape[1],
         k,
@@ -184,7 +247,73 @@ def fit_kmeans(sample: np.ndarray, k: int, niter: int, seed: int, metric: str) -
     kmeans.train(sample, init_centroids=init)
     trace: list[float] = list(kmeans.obj) if kmeans.obj is not None else []
     objective = float(trace[-1]) if len(trace) else float("nan")
-    return KMeansFit(np.ascontiguousarray(kmeans.centroids, dtype=np.float32), objective)
+    centroids = np.ascontiguousarray(kmeans.centroids, dtype=np.float32)
+    return KMeansFit(centroids, objective, tuple(float(v) for v in trace))
+
+
+def lloyd_iterations(
+    sample: np.ndarray,
+    init: np.ndarray,
+    niter: int,
+    seed: int,
+    metric: str,
+    on_iteration: IterationCallback | None = None,
+) -> tuple[np.ndarray, list[float]]:
+    """FAISS's k-means (``Clustering::train``) from ``init``, one iteration per call, so
+    progress can be reported between them; the same centroids, bit for bit, and the same
+    objectives as one call with ``niter`` iterations (tests/test_progress_logs.py compares
+    them), because each call replays what FAISS does between its iterations:
+
+    - FAISS normalises the centroids (``spherical``) before the first iteration and after
+      each; a call given normalised centroids would normalise them once more (not always
+      the same bits), so the calls run with ``spherical`` off and the same
+      ``fvec_renorm_L2`` is applied here at those two points instead;
+    - the empty-cluster split draws from a generator seeded afresh at each iteration, the
+      sample is never subsampled (``max_points_per_centroid`` covers it), and the index is
+      the same kind, emptied and refilled with the centroids at each iteration;
+    - FAISS (1.14.2 on) stops early when the objective did not change
+      (``early_stop_threshold``): the same float32 test is made here between calls."""
+    x = np.ascontiguousarray(sample, dtype=np.float32)
+    n, d = x.shape
+    k = len(init)
+    spherical = metric == "cosine"
+    index = faiss.IndexFlatIP(d) if spherical else faiss.IndexFlatL2(d)
+    params = _clustering_parameters(n, k, 1, seed)
+    centroids = np.array(init, dtype=np.float32, order="C")
+    if spherical:
+        _renormalise(centroids)
+    # FAISS 1.14.2 and later stop early (an unchanged objective); earlier ones do not
+    threshold: float | None = getattr(params, "early_stop_threshold", None)
+    trace: list[float] = []
+    for iteration in range(1, niter + 1):
+        clustering = faiss.Clustering(d, k, params)
+        faiss.copy_array_to_vector(centroids.ravel(), clustering.centroids)
+        clustering.train(x, index)
+        centroids = faiss.vector_float_to_array(clustering.centroids).reshape(k, d)
+        centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        if spherical:
+            _renormalise(centroids)
+        stats = clustering.iteration_stats.at(0)  # type: ignore[attr-defined]
+        trace.append(float(stats.obj))
+        if on_iteration is not None:
+            on_iteration(iteration, trace[-1])
+        if threshold is not None and len(trace) > 1 and _unchanged(trace[-2], trace[-1], threshold):
+            break
+    return centroids, trace
+
+
+def _renormalise(centroids: np.ndarray) -> None:
+    """FAISS's own normalisation of the centroids (``post_process_centroids``), in place."""
+    k, d = centroids.shape
+    faiss.fvec_renorm_L2(d, k, faiss.swig_ptr(centroids))  # type: ignore[attr-defined]
+
+
+def _unchanged(previous: float, objective: float, threshold: float) -> bool:
+    """FAISS's early stop: |previous - objective| / |previous| <= threshold, in float32."""
+    before, now = np.float32(previous), np.float32(objective)
+    if before == 0:
+        return False
+    return float(np.abs(before - now) / np.abs(before)) <= threshold
 
 
 def kmeans_plusplus_seeds(x: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -274,32 +403,47 @@ class Assigner:
 
 
 def choose_k(
-    sample: np.ndarray, grid: tuple[int, ...], niter: int, seed: int, metric: str
+    sample: np.ndarray,
+    grid: tuple[int, ...],
+    niter: int,
+    seed: int,
+    metric: str,
+    on_k: Callable[[int], None] | None = None,
 ) -> tuple[int, dict[int, float]]:
-    """The k of the grid with the best silhouette score on (a subsample of) the sample."""
-    from sklearn.metrics import silhouette_score
-
+    """The k of the grid with the best silhouette score on (a subsample of) the sample;
+    ``on_k`` is told each k of the grid once it is tried."""
     fit_rows = sample[:20_000]
-    score_rows = min(len(fit_rows), 5_000)
     scores: dict[int, float] = {}
     for k in grid:
-        if k < 2 or k > len(fit_rows) // 2:
-            continue
-        fit = fit_kmeans(fit_rows, k, niter, seed, metric)
-        labels, _ = Assigner(fit.centroids, metric).assign(fit_rows[:score_rows])
-        if len(np.unique(labels)) < 2:
-            continue
-        scores[k] = float(
-            silhouette_score(
-                fit_rows[:score_rows],
-                labels,
-                metric="cosine" if metric == "cosine" else "euclidean",
-            )
-        )
+        score = _silhouette(fit_rows, k, niter, seed, metric)
+        if score is not None:
+            scores[k] = score
+        if on_k is not None:
+            on_k(k)
     if not scores:
         raise ValueError("no k of the grid fits this sample")
     best = max(scores, key=lambda k: (scores[k], -k))
     return best, scores
+
+
+def _silhouette(fit_rows: np.ndarray, k: int, niter: int, seed: int, metric: str) -> float | None:
+    """The silhouette score of a k-means fit with ``k`` clusters (None: k does not fit)."""
+    from sklearn.metrics import silhouette_score
+
+    if k < 2 or k > len(fit_rows) // 2:
+        return None
+    score_rows = min(len(fit_rows), 5_000)
+    fit = fit_kmeans(fit_rows, k, niter, seed, metric)
+    labels, _ = Assigner(fit.centroids, metric).assign(fit_rows[:score_rows])
+    if len(np.unique(labels)) < 2:
+        return None
+    return float(
+        silhouette_score(
+            fit_rows[:score_rows],
+            labels,
+            metric="cosine" if metric == "cosine" else "euclidean",
+        )
+    )
 
 
 def size_skew(sizes: np.ndarray) -> dict[str, float | int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -20,9 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataselect import progress
 from dataselect.clustering.config import ClusterConfig
 from dataselect.clustering.kmeans import (
     Assigner,
+    KMeansFit,
     choose_k,
     fit_kmeans,
     iter_vectors,
@@ -159,6 +162,8 @@ class ClusterStage:
         rows = self.dataset.rows or 0
         top_k = max(config.k_grid) if config.k == "auto" else int(config.k)
         size = min(rows, config.max_points_per_centroid * top_k)
+        # two passes over the rows: the keys, then the vectors of the rows chosen
+        progress.phase(f"fit sample ({size:,} of {rows:,} rows, 2 passes)", 2 * rows, "rows")
         sample = keyed_sample(
             self.dataset,
             config.vector_column,
@@ -167,19 +172,40 @@ class ClusterStage:
             size,
             config.seed,
             trusted=self.trusted,
+            on_rows=progress.step,
         )
         if config.k == "auto":
+            progress.phase(f"choose k: silhouette of {len(config.k_grid)} fits on "
+                           f"{min(len(sample), 20_000):,} rows", len(config.k_grid),
+                           "fits")  # fmt: skip
             try:
                 k, scores = choose_k(
-                    sample, config.k_grid, config.niter, config.seed, config.metric
+                    sample,
+                    config.k_grid,
+                    config.niter,
+                    config.seed,
+                    config.metric,
+                    on_k=lambda k: progress.step(1, f"k={k} tried"),
                 )
             except ValueError as exc:
                 raise DataError(f"--k auto: {exc} ({len(sample)} rows)") from exc
             sample = sample[: min(len(sample), config.max_points_per_centroid * k)]
             self.facts["silhouette"] = {str(key): round(v, 4) for key, v in scores.items()}
+            progress.note(f"choose k: k={k} (silhouette {scores[k]:.4f})")
         else:
             k = int(config.k)
-        fit = fit_kmeans(sample, k, config.niter, config.seed, config.metric)
+        what = f"k-means on {len(sample):,} rows x {self.dim}, k={k}, niter={config.niter}"
+        progress.phase(f"fit: {what}", config.niter, "iterations")
+        started = time.perf_counter()
+        fit = fit_kmeans(
+            sample,
+            k,
+            config.niter,
+            config.seed,
+            config.metric,
+            on_iteration=lambda _, objective: progress.step(1, f"objective {objective:.6g}"),
+        )
+        progress.note(fit_line(what, fit, config.niter, time.perf_counter() - started))
         self.facts.update(fitted=True, sample_rows=len(sample), objective=fit.objective)
         return fit.centroids
 
@@ -237,6 +263,17 @@ class ClusterStage:
             "skew": size_skew(sizes),
             **self.facts,
         }
+
+
+def fit_line(what: str, fit: KMeansFit, niter: int, seconds: float) -> str:
+    """The log line of a finished fit: iterations, time, objective first and last."""
+    done = len(fit.trace)
+    line = f"fit done: {what}: {done} iterations in {seconds:.1f} s"
+    if done < niter:
+        line += " (converged: the objective stopped changing)"
+    if fit.trace:
+        line += f", objective {fit.trace[0]:.6g} at iteration 1, {fit.trace[-1]:.6g} at the last"
+    return line
 
 
 def cluster(

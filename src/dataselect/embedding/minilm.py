@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dataselect import progress
 from dataselect.errors import DataselectError
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -114,6 +115,8 @@ class MiniLMEmbedder:
         return out
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        """The texts' vectors, one forward pass at a time; each pass's rows are reported
+        as it ends (a read batch of thousands of rows can take minutes on a CPU)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for rows in self.passes(texts):
             out[rows] = self.model.encode(
@@ -123,4 +126,5 @@ class MiniLMEmbedder:
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
+            progress.partial_rows(len(rows))
         return out

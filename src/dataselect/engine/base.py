@@ -159,7 +159,9 @@ def publish_in_order(
                 )
                 if not jobs.counts_rows:
                     reporter.advance(int(record["rows"]))
-                reporter.shard_done(shard.index, int(record["rows"]), float(record["seconds"]))
+                size = shard.path.stat().st_size if shard.rows is None else 0  # JSONL, CSV
+                reporter.shard_done(shard.index, int(record["rows"]), float(record["seconds"]),
+                                    size=size)  # fmt: skip
                 crash_point(written)  # other shards may be half-written then
         except BaseException:
             jobs.cancel()

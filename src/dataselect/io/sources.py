@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataselect import progress
 from dataselect.errors import DataError, UsageError
 from dataselect.io import checksums
 from dataselect.io.text_formats import csv_batches, csv_schema, json_records, text_format
@@ -71,7 +72,7 @@ class InputShard:
             elif self.format == "arrow":
                 yield from self._arrow_batches(columns, batch_rows)
             elif self.format == "csv":
-                yield from csv_batches(self.path, columns, batch_rows)
+                yield from csv_batches(self.path, columns, batch_rows, progress.bytes_read)
             else:
                 yield from _jsonl_batches(self.path, columns, batch_rows)
         except DataError:
@@ -422,7 +423,7 @@ def _too_big(path: Path, name: str) -> DataError:
 
 def _jsonl_batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
     pending: list[dict] = []
-    for _, record in json_records(path):
+    for _, record in json_records(path, on_bytes=progress.bytes_read):
         pending.append(record)
         if len(pending) >= batch_rows:
             yield _records_to_batch(path, pending, columns)

@@ -174,6 +174,7 @@ class SampleStage:
         self.schema = pa.schema(extra + list(self.lineage.source.schema))
         self.positions: dict[int, pa.Table] = {}
         self.duplicate_check: Future[None] | None = None  # streamed: awaited in finish
+        self.rows_out: int | None = None  # the rows it writes, once chosen (setup)
         sources = len(self.lineage.source.shards)
         if sources != len(dataset.shards):
             raise DataError(f"{self.lineage.source.path}: {sources} shards, but "
@@ -381,6 +382,7 @@ class SampleStage:
         else:
             self._choose_in_memory(output)
         self.positions = rows_by_shard(self.chosen_rows)
+        self.rows_out = self.decisions.num_rows  # the total of the write phase (run_stage)
 
     def _choose_streaming(self) -> None:
         config, strategy = self.config, self.strategy

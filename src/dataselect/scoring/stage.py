@@ -8,6 +8,7 @@ shards and keep it as an artifact beside them, so a resumed run reuses it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataselect import progress
 from dataselect.errors import UsageError
 from dataselect.io.ids import id_type
 from dataselect.io.output import StageOutput
@@ -24,6 +26,7 @@ from dataselect.io.sources import InputDataset, InputShard, open_stage_input
 from dataselect.numeric import one_blas_thread
 from dataselect.scoring.config import ScoreConfig
 from dataselect.scoring.rows import RowReader
+from dataselect.scoring.scorer import Scorer, ScorerTraits
 from dataselect.stage import SchedulingTraits, StageResult, reading_inputs, run_stage
 
 CARRIED = (
@@ -83,13 +86,32 @@ class ScoreStage:
     # -- stage hooks -------------------------------------------------------------------
     @one_blas_thread  # the fits: the same bytes whatever the thread count (numeric.py)
     def setup(self, output: StageOutput) -> None:
-        for scorer in self.scorers:  # a resumed run reloads each fitted model
-            self.facts[scorer.name] = scorer.fit(self.reader, output)
+        for number, scorer in enumerate(self.scorers, start=1):
+            # a resumed run reloads each fitted model
+            self.facts[scorer.name] = self._fit(scorer, number, output)
         saved = output.saved_artifact(FIT_FACTS)
         if saved is not None:  # resumed: the facts of the fits as they were made
             self.facts = json.loads(saved.read_text())
         else:
             output.write_artifact(FIT_FACTS, json.dumps(self.facts, sort_keys=True).encode())
+
+    def _fit(self, scorer: Scorer, number: int, output: StageOutput) -> dict[str, Any]:
+        """One scorer's fit, logged as it starts and ends (rows, seconds) and named in the
+        heartbeat while it runs; scorers without a model fit nothing and say nothing."""
+        if not getattr(scorer, "traits", ScorerTraits()).fits_model:
+            return scorer.fit(self.reader, output)
+        what = f"fit {scorer.name} (scorer {number} of {len(self.scorers)})"
+        progress.phase(what)
+        progress.note(f"{what}: started, on {self.reader.rows:,} input rows")
+        started = time.perf_counter()
+        facts = scorer.fit(self.reader, output)
+        seconds = time.perf_counter() - started
+        if facts.get("resumed") or facts.get("model") in ("given", "resumed"):
+            how = "a saved or given model, loaded"
+        else:
+            how = ", ".join(f"{k}={v:,}" for k, v in facts.items() if _is_count(k, v))
+        progress.note(f"{what}: done in {seconds:.1f} s" + (f" ({how})" if how else ""))
+        return facts
 
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
         carried = [f.name for f in self.carried]
@@ -135,6 +157,15 @@ class ScoreStage:
                 "not_finite": int(len(values) - len(finite)),
             }
         return {"scores": summary, "fits": self.facts}
+
+
+def _is_count(key: str, value: object) -> bool:
+    """A fit fact that counts rows (probe_rows, reference_rows, positives, ...)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (key.endswith("_rows") or key in ("positives", "negatives"))
+    )
 
 
 def score(
