@@ -120,6 +120,21 @@ def test_the_cluster_stage_logs_the_sample_the_iterations_and_the_assignment(
                for line in lines)  # fmt: skip
 
 
+def test_the_sample_stage_logs_its_pool_read(tmp_path: Path, cli, every_line) -> None:
+    """The pool is read before the stage's own reporter exists (its budget goes in the
+    manifest): that read is logged too, counted in rows."""
+    corpus = write_parquet_folder(tmp_path / "corpus")
+    assert cli("embed", corpus, tmp_path / "e", "-e", "hashing", "-q").exit_code == 0
+    assert cli("cluster", tmp_path / "e", tmp_path / "c", "--k", 3, "-q").exit_code == 0
+    args = ("--strategy", "facility-location", "--budget", 10)
+    result = cli("sample", tmp_path / "c", tmp_path / "s", *args)
+    assert result.exit_code == 0, result.output
+    pool = [line for line in log_lines(result.stderr) if "read the pool (id, cluster" in line]
+    assert pool and re.search(r"150 of 150 rows done \(100%\)", pool[-1]), pool
+    quiet = cli("sample", tmp_path / "c", tmp_path / "q", *args, "--quiet")
+    assert quiet.exit_code == 0 and not log_lines(quiet.stderr)
+
+
 def test_cluster_and_sample_bars_each_end_full(tmp_path: Path, cli, monkeypatch) -> None:
     """One bar per phase, each with its own total: the fit sample's two passes, the fit's
     iterations, the assignment's rows; sample's write counts the budget (it ended at

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dataselect import progress
 from dataselect.clustering.kmeans import SAMPLE_STREAM
 from dataselect.errors import DataError, UsageError
 from dataselect.io.atomic import write_bytes_atomic
@@ -34,6 +35,7 @@ from dataselect.io.sources import InputDataset, InputShard, open_stage_input
 from dataselect.keyed import row_keys
 from dataselect.lineage import trace_lineage
 from dataselect.manifest import MANIFEST_NAME, read_manifest
+from dataselect.progress import Reporter
 from dataselect.sampling.config import SampleConfig
 from dataselect.sampling.feedback import digest, feedback_path, normalised_feedback
 from dataselect.sampling.files import DECISIONS, SELECTION
@@ -192,14 +194,13 @@ class SampleStage:
             for c in ("cluster", "distance", self.config.score_column, KEEP_COLUMN, VECTOR_HASH)
             if c and c in self.dataset.schema.names
         ]
+        progress.phase(f"read the pool ({', '.join(wanted)})", self.dataset.rows, "rows")
         tables = [
-            with_positions(
-                pa.Table.from_batches(list(shard.iter_batches(wanted, batch_rows=1 << 16))),
-                number,
-            )
+            with_positions(pa.Table.from_batches(list(_counted(shard, wanted))), number)
             for number, shard in enumerate(self.dataset.shards)
             if shard.rows
         ]
+        progress.phase("order and key the pool")
         table = pa.concat_tables(tables).sort_by([("id", "ascending")])
         self.pool_positions = table.select(["shard", "row"])
         ids = table.column("id").combine_chunks()
@@ -602,6 +603,13 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return buffer.getvalue().to_pybytes()
 
 
+def _counted(shard: InputShard, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """A shard's batches, each counted in the running reporter's phase (if any)."""
+    for batch in shard.iter_batches(columns, batch_rows=1 << 16):
+        progress.step(batch.num_rows)
+        yield batch
+
+
 def sample(
     input: str | Path,
     output: str | Path,
@@ -616,7 +624,10 @@ def sample(
         dataset = open_stage_input(input)
         if dataset.manifest is None:
             raise DataError(f"{input}: give a cluster stage folder (it has no {MANIFEST_NAME})")
-        stage = SampleStage(dataset, config)
+        # the pool is read before the stage runs (its budget is part of the manifest): a
+        # reporter of its own, so a long read is logged like every other phase
+        with Reporter("sample", dataset.rows, len(dataset.shards), quiet=quiet):
+            stage = SampleStage(dataset, config)
         return run_stage(
             stage,
             stage.lineage.source,
