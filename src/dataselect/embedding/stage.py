@@ -41,7 +41,8 @@ def make_embedder(config: EmbedConfig) -> Embedder:
         return HashingEmbedder(dim=config.dim or 384, seed=config.seed)
     from dataselect.embedding.minilm import MiniLMEmbedder
 
-    return MiniLMEmbedder(device=config.device, batch_size=config.batch_size)
+    return MiniLMEmbedder(device=config.device, batch_size=config.batch_size,
+                          backend=config.backend, model_cache=config.model_cache)  # fmt: skip
 
 
 class EmbedStage(PerRowStage):
@@ -86,6 +87,9 @@ class EmbedStage(PerRowStage):
     def params(self) -> dict[str, Any]:
         """Everything that decides the output bytes (compared on resume)."""
         params = asdict(self.config)
+        params.pop("model_cache")  # where models are kept: not what they compute
+        if params["backend"] == "torch" or self.embedder is None or self.embedder.name != "minilm":
+            params.pop("backend")  # (folders made before --backend resume as before)
         params["id_column"] = self.id_column
         params["dim"] = self.dim
         if self.embedder is None:

