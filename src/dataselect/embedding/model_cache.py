@@ -86,11 +86,15 @@ def cached_model(
                               "give another with --model-cache") from exc  # fmt: skip
     try:
         started = time.perf_counter()
+        if log is not None:
+            log(f"building {entry} (first use; kept for the next runs)")
         build(work)
         files = {p.name: _sha256(p) for p in sorted(work.iterdir()) if p.is_file()}
         record = {"key": key, "files": files}
         (work / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         work.chmod(0o755)  # (mkdtemp's folder is the builder's alone) shared by every process
+        for path in work.iterdir():
+            path.chmod(0o644)
         _fsync_folder(work)
         try:
             os.rename(work, entry)  # atomic; fails when another process published first

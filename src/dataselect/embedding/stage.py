@@ -20,6 +20,7 @@ from dataselect.io.sources import (
     InputShard,
     open_stage_input,
 )
+from dataselect.progress import Reporter
 from dataselect.stage import PerRowStage, SchedulingTraits, StageResult, reading_inputs, run_stage
 
 READ_ROWS = 8192  # rows per read batch, per encode call and per output row group
@@ -39,6 +40,10 @@ def make_embedder(config: EmbedConfig) -> Embedder:
         from dataselect.embedding.hashing import HashingEmbedder
 
         return HashingEmbedder(dim=config.dim or 384, seed=config.seed)
+    if config.embedder == "static":
+        from dataselect.embedding.static import StaticEmbedder
+
+        return StaticEmbedder(dim=config.dim, model=config.model, model_cache=config.model_cache)
     from dataselect.embedding.minilm import MiniLMEmbedder
 
     return MiniLMEmbedder(device=config.device, batch_size=config.batch_size,
@@ -88,6 +93,8 @@ class EmbedStage(PerRowStage):
         """Everything that decides the output bytes (compared on resume)."""
         params = asdict(self.config)
         params.pop("model_cache")  # where models are kept: not what they compute
+        if params["model"] is None:
+            params.pop("model")  # (the embedder's identity names its model)
         if params["backend"] == "torch" or self.embedder is None or self.embedder.name != "minilm":
             params.pop("backend")  # (folders made before --backend resume as before)
         params["id_column"] = self.id_column
@@ -96,7 +103,7 @@ class EmbedStage(PerRowStage):
             params.update(embedder="precomputed", batch_size=None, device=None)
         else:
             params.update(self.embedder.identity())
-            if self.embedder.name == "hashing":
+            if self.embedder.name in ("hashing", "static"):
                 params.update(batch_size=None, device=None)
         return params
 
@@ -139,6 +146,12 @@ def embed(
     with reading_inputs(input):  # no run replaces what this one reads
         dataset = open_stage_input(input, shard_rows=config.shard_rows)
         stage = EmbedStage(dataset, config)
+        if stage.embedder is not None and stage.embedder.name != "hashing":
+            # a model built on first use (an ONNX export, a distillation: up to a minute) is
+            # built here, logged, before the stage's parameters name its checksum
+            with Reporter("embed", dataset.rows, len(dataset.shards), quiet=quiet) as reporter:
+                reporter.phase(f"load the {stage.embedder.name} model")
+                stage.embedder.identity()
         return run_stage(
             stage,
             dataset,
