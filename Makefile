@@ -45,6 +45,7 @@ test: lint browser
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python scripts/bench/embed.py
+	$(BIN)/python scripts/bench/embed_backends.py
 	$(BIN)/python scripts/bench/parquet_codecs.py
 	$(BIN)/python scripts/bench/cluster.py
 	$(BIN)/python scripts/bench/selection_quality.py
