@@ -277,3 +277,26 @@ def test_report_honours_its_bounds(text_runs: Path, monkeypatch: pytest.MonkeyPa
     assert sum(payload["selected"]) >= 10
     assert page.count('class="card"') == 2 and summary["clusters_shown"] == 4
     assert "the 4 largest of 6 clusters" in page
+
+
+def test_a_report_without_its_source_data_says_so(tmp_path: Path) -> None:
+    """The raw data moved after embedding: the report still stands on the stage folders,
+    and says on the page and on stderr why no text is shown; asking for a text column by
+    name is then an error."""
+    cli = Cli()
+    corpus = text_corpus(tmp_path / "corpus", rows=60)
+    steps = [("embed", corpus, tmp_path / "embed", "--embedder", "hashing", "--dim", 32),
+             ("cluster", tmp_path / "embed", tmp_path / "cluster", "--k", 3),
+             ("sample", tmp_path / "cluster", tmp_path / "sel", "--budget", 6)]  # fmt: skip
+    for step in steps:
+        assert cli(*step, "-q").exit_code == 0
+    corpus.rename(tmp_path / "moved")
+    result = cli("report", tmp_path / "sel", "--output", tmp_path / "r.html", "--json")
+    assert result.exit_code == 0, result.output
+    (warning,) = json.loads(result.stdout)["warnings"]
+    assert "texts and labels are not shown" in warning and "dataselect: warning:" in result.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert 'class="warning"' in page and 'id="cluster-table"' in page and 'id="map"' in page
+    named = cli("report", tmp_path / "sel", "--output", tmp_path / "r.html", "--text-column",
+                "text")  # fmt: skip
+    assert named.exit_code == 1

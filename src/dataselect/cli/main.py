@@ -476,6 +476,8 @@ def report(
             folder, output, seed=seed, text_column=text_column, label_column=label_column
         ),
     )
+    for warning in summary["warnings"]:
+        print(f"dataselect: warning: {warning}", file=sys.stderr)
     if json_summary:
         emit_summary(summary, True, quiet)
     elif not quiet:

@@ -5,8 +5,9 @@ transformer, mean pooling and L2 normalisation as one graph, as sentence-transfo
 computes them (torch's TorchScript exporter, opset 17, eager attention: the same bytes on
 every export with the same library versions). int8 is ONNX Runtime's dynamic quantisation
 of the MatMul weights, per output channel: per-tensor scales (its defaults) lost too much
-(mean cosine to fp32 about 0.97 on banking77, per channel 0.994: docs/benchmarks.md). Both are cached
-(``model_cache.py``) and their SHA-256 is part of the embed stage's parameters.
+(mean cosine to fp32 about 0.97 on banking77, per channel 0.994: docs/benchmarks.md).
+Both are cached (``model_cache.py``) and their SHA-256 is part of the embed stage's
+parameters.
 
 Texts are tokenised by the model's own tokenizer (``tokenizers``), truncated at 256 tokens
 and padded to the longest of the pass, as sentence-transformers does.

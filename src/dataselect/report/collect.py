@@ -75,6 +75,7 @@ class ReportData:
     score_column: str | None = None  # what the rejected rows are ordered by
     labels: SourceFacts | None = None  # label counts, corpus and selection
     dedup: DedupView | None = None
+    warnings: list[str] = field(default_factory=list)  # said on the page and in the summary
 
 
 def find_selection(path: str | Path) -> tuple[Path, list[Path]]:
@@ -197,14 +198,23 @@ def _explain(
         data.dedup = dedup_view(by_stage["dedup"], keys)
     if "embed" not in by_stage:
         return
-    data.source = find_source(data.selection_folder, text_column, label_column or
-                              params.get("label_column"))  # fmt: skip
     wanted = [p for view in data.views for p in view.positions]
     if data.dedup is not None:
         wanted += data.dedup.positions
     if data.projection_positions is not None:
         wanted += data.projection_positions.tolist()
-    facts = read_source(data.source, np.unique(np.array(wanted, np.int64)), data.selected)
+    try:
+        data.source = find_source(data.selection_folder, text_column, label_column or
+                                  params.get("label_column"))  # fmt: skip
+        facts = read_source(data.source, np.unique(np.array(wanted, np.int64)), data.selected)
+    except DataError as exc:
+        if text_column is not None or label_column is not None:
+            raise  # asked for by name: not shown is an error
+        # the source data moved or changed since it was embedded: the rest of the report
+        # stands on the stage folders alone
+        data.source = None
+        data.warnings.append(f"texts and labels are not shown: {exc}")
+        return
     data.texts = facts.texts
     if data.source.label_column is not None:
         data.labels = facts

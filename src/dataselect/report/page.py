@@ -59,6 +59,7 @@ code { background: #f3f3f3; padding: 0 0.2em; }
 td .share { font-size: 0.85em; } td:has(.bar) { min-width: 12em; }
 .dot { display: inline-block; width: 0.7em; height: 0.7em; border-radius: 50%; }
 .dot.grey { background: #9a9a9a; } .dot.red { background: #d62728; }
+.warning { background: #fff4e5; border-left: 4px solid #e69500; padding: 0.4em 0.8em; }
 """
 
 
@@ -100,6 +101,7 @@ def make_report(
         "clusters_shown": len(data.views),
         "text": None if data.source is None else data.source.text_name,
         "label_column": None if data.source is None else data.source.label_column,
+        "warnings": data.warnings,
     }
 
 
@@ -166,6 +168,7 @@ def render(data: ReportData, images: dict[str, bytes]) -> str:
         f"(budget {_e(sel.get('params', {}).get('budget'))}); the selection was finished "
         f"at {_e(data.stages[-1].manifest.finished)}.</p>",
         f"<nav>{' '.join(nav)}</nav>",
+        *(f'<p class="warning">{_e(w)}</p>' for w in data.warnings),
         "<h2>Diversity</h2>",
         _table(["metric", "selection", "corpus"], _diversity_rows(sel)),
         *(html_ for _, html_ in blocks.values() if html_),
