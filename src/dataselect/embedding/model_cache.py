@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dataselect.errors import DataselectError
+from dataselect.io.atomic import fsync_dir, fsync_file
 
 CACHE_ENV = "DATASELECT_MODEL_CACHE"
 RECORD = "_model.json"
@@ -134,13 +135,8 @@ def _fsync_folder(folder: Path) -> None:
     """Every file of ``folder`` and the folder itself on disk before it is published."""
     for path in folder.iterdir():
         if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+            fsync_file(path)
+    fsync_dir(folder)
 
 
 def _move_aside(entry: Path) -> None:
