@@ -160,7 +160,7 @@ def test_unwritable_output(cli, corpus: Path, tmp_path: Path) -> None:
 
 def test_usage_errors_exit_2(cli, corpus: Path, tmp_path: Path) -> None:
     result = cli("embed", corpus, tmp_path / "out", "--embedder", "bert", "-q")
-    assert_clean_failure(result, 2, "--embedder must be one of minilm, hashing")
+    assert_clean_failure(result, 2, "--embedder must be one of minilm, static, hashing")
     result = cli("embed", corpus, tmp_path / "out", "--device", "tpu", "-q")
     assert_clean_failure(result, 2, "--device")
     assert cli("embed", corpus).exit_code == 2  # missing OUTPUT argument

@@ -126,6 +126,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--part", choices=("all", "clean", "junk", "longtail"), default="all")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "onnx-int8"),
+        default="torch",
+        help="MiniLM's backend for the clean part (results get its name)",
+    )
     args = parser.parse_args()
     if not DATASETS.is_dir():
         raise SystemExit(f"needs the real corpora in {DATASETS}")
@@ -148,12 +154,9 @@ def clean_part(args: argparse.Namespace) -> None:
         for corpus in corpora:
             train, test = splits(corpus, root)
             for split, path in (("train", train), ("test", test)):
-                embed(
-                    path,
-                    root / corpus / split,
-                    EmbedConfig(embedder="minilm", device="auto"),
-                    quiet=True,
-                )
+                device = "cpu" if args.backend != "torch" else "auto"
+                config = EmbedConfig(embedder="minilm", device=device, backend=args.backend)
+                embed(path, root / corpus / split, config, quiet=True)
             ids, x, y = vectors_and_labels(root / corpus / "train", train)
             _, x_test, y_test = vectors_and_labels(root / corpus / "test", test)
             index = {i: n for n, i in enumerate(ids)}
@@ -252,7 +255,7 @@ def clean_part(args: argparse.Namespace) -> None:
                         row["coverage"] = statistics.mean(v[2] for v in values)
                     rows.append(row)
                     print(f"{corpus} {budget}% {strategy}: {row['accuracy']:.3f}", flush=True)
-    write(rows, args.quick, time.perf_counter() - started, len(seeds))
+    write(rows, args.quick, time.perf_counter() - started, len(seeds), args.backend)
 
 
 def apricot_runs(
@@ -283,12 +286,14 @@ def apricot_runs(
     return [(accuracy, None, None, seconds)]
 
 
-def write(rows: list[dict], quick: bool, seconds: float, seeds: int) -> None:
+def write(rows: list[dict], quick: bool, seconds: float, seeds: int, backend: str) -> None:
+    flag = "" if backend == "torch" else f" --backend {backend}"
     lines = [
-        f"# selection quality{' (quick)' if quick else ''}",
+        f"# selection quality{' (quick)' if quick else ''}{flag}",
         "",
-        f"`python scripts/bench/selection_quality.py{' --quick' if quick else ''}`, "
-        f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min. MiniLM embeddings; logistic "
+        f"`python scripts/bench/selection_quality.py{' --quick' if quick else ''}{flag}`, "
+        f"{time.strftime('%Y-%m-%d')}, {seconds / 60:.1f} min. MiniLM embeddings ({backend}); "
+        "logistic "
         f"regression probe (C = 10) on the selected rows, accuracy on the test split, mean (sd) "
         f"over {seeds} seed(s); k = the budget in rows n for kmeans-closest, kmeans-random, "
         "kmq; facility-location on k = n / 2 clusters (and on one), hierarchical on 3n "
@@ -318,7 +323,7 @@ def write(rows: list[dict], quick: bool, seconds: float, seeds: int) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if quick else ""
+    suffix = ("-quick" if quick else "") + ("" if backend == "torch" else f"-{backend}")
     (RESULTS / f"selection_quality{suffix}.md").write_text(text)
     (RESULTS / f"selection_quality{suffix}.json").write_text(json.dumps(rows, indent=2) + "\n")
 
