@@ -99,10 +99,21 @@ def test_the_fit_iteration_by_iteration_equals_one_faiss_call() -> None:
 
 
 def test_the_cluster_stage_logs_the_sample_the_iterations_and_the_assignment(
-    tmp_path: Path, cli, every_line
+    tmp_path: Path, cli, every_line, monkeypatch
 ) -> None:
+    """With many clusters (here: the bound patched down to 3) each iteration is logged as it
+    ends; with few, the fit is one FAISS call: its lines say how long it has run, never
+    '0 of 20 iterations done', and one line tells the iterations when it ends."""
+    from dataselect.clustering import kmeans
+
     corpus = write_parquet_folder(tmp_path / "corpus")
     assert cli("embed", corpus, tmp_path / "e", "-e", "hashing", "-q").exit_code == 0
+    one_call = cli("cluster", tmp_path / "e", tmp_path / "one", "--k", 3)
+    assert one_call.exit_code == 0, one_call.output
+    lines = log_lines(one_call.stderr)
+    assert not any("iterations done" in line for line in lines), lines
+    assert any("fit done: k-means on 150 rows x 384" in line for line in lines), lines
+    monkeypatch.setattr(kmeans, "STEPWISE_MIN_K", 3)
     result = cli("cluster", tmp_path / "e", tmp_path / "c", "--k", 3)
     assert result.exit_code == 0, result.output
     lines = log_lines(result.stderr)
@@ -143,10 +154,13 @@ def test_cluster_and_sample_bars_each_end_full(tmp_path: Path, cli, monkeypatch)
     from dataselect.sampling.config import SampleConfig
     from dataselect.sampling.stage import sample
 
+    from dataselect.clustering import kmeans
+
     corpus = write_parquet_folder(tmp_path / "corpus")
     assert cli("embed", corpus, tmp_path / "e", "-e", "hashing", "-q").exit_code == 0
     terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(kmeans, "STEPWISE_MIN_K", 1)  # iterations counted as they end
     cluster(tmp_path / "e", tmp_path / "c")
     sample(tmp_path / "c", tmp_path / "s", SampleConfig(budget="10"))
     text = plain(terminal.getvalue())

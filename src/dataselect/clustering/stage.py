@@ -30,6 +30,7 @@ from dataselect.clustering.kmeans import (
     fit_kmeans,
     iter_vectors,
     keyed_sample,
+    reports_live,
     size_skew,
 )
 from dataselect.embedding.vectors import check_vector_column, first_vector_dim
@@ -195,7 +196,10 @@ class ClusterStage:
         else:
             k = int(config.k)
         what = f"k-means on {len(sample):,} rows x {self.dim}, k={k}, niter={config.niter}"
-        progress.phase(f"fit: {what}", config.niter, "iterations")
+        # iterations counted live only when the fit reports them as they end (reports_live):
+        # otherwise the heartbeat says how long it has run, not "0 of 20 iterations done"
+        progress.phase(f"fit: {what}", config.niter if reports_live(k) else None,
+                       "iterations" if reports_live(k) else None)  # fmt: skip
         started = time.perf_counter()
         fit = fit_kmeans(
             sample,
