@@ -150,11 +150,10 @@ def test_cluster_and_sample_bars_each_end_full(tmp_path: Path, cli, monkeypatch)
     """One bar per phase, each with its own total: the fit sample's two passes, the fit's
     iterations, the assignment's rows; sample's write counts the budget (it ended at
     "10/150 rows 7%")."""
+    from dataselect.clustering import kmeans
     from dataselect.clustering.stage import cluster
     from dataselect.sampling.config import SampleConfig
     from dataselect.sampling.stage import sample
-
-    from dataselect.clustering import kmeans
 
     corpus = write_parquet_folder(tmp_path / "corpus")
     assert cli("embed", corpus, tmp_path / "e", "-e", "hashing", "-q").exit_code == 0
