@@ -112,6 +112,34 @@ def test_fit_sample_does_not_depend_on_sharding_or_order(tmp_path: Path) -> None
     assert not np.array_equal(sample_a, keyed_sample(a, "embedding", 16, "id", 400, seed=1))
 
 
+def test_fit_sample_in_key_order_with_and_without_key_collisions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample is the rows of the smallest keys, in key order (ties by id), whether each
+    row is written straight to its place (unique keys) or gathered after (a collision)."""
+    from dataselect.clustering import kmeans
+    from dataselect.keyed import row_keys
+
+    x = blobs(1000, 5, seed=2)
+    data = open_input(write_vectors(tmp_path / "a", x, shards=3, order_seed=1))
+    ids = pa.concat_arrays([pq.read_table(s.path).column("id").combine_chunks()
+                            for s in data.shards])  # fmt: skip
+    vectors = {i: v for s in data.shards for i, v in zip(
+        pq.read_table(s.path).column("id").to_pylist(),
+        np.stack(pq.read_table(s.path).column("embedding").to_numpy(zero_copy_only=False)),
+        strict=True)}  # fmt: skip
+    for coarse in (False, True):
+        if coarse:  # keys of 4 bits: many rows share one
+            monkeypatch.setattr(kmeans, "row_keys", lambda i, s, t: row_keys(i, s, t) >> 60)
+        keys = kmeans.row_keys(ids, 0, kmeans.SAMPLE_STREAM)
+        order = np.lexsort((ids.to_numpy(zero_copy_only=False), keys))[:300]
+        expected = np.stack([vectors[i] for i in ids.take(pa.array(order)).to_pylist()])
+        trusted = keyed_sample(data, "embedding", 16, "id", 300, seed=0, trusted=True)
+        np.testing.assert_array_equal(trusted, expected)  # as stored
+        checked = keyed_sample(data, "embedding", 16, "id", 300, seed=0)  # renormalised
+        np.testing.assert_allclose(checked, expected, atol=1e-6)
+
+
 @settings(max_examples=5, deadline=None)
 @given(st.integers(1, 6), st.integers(0, 10_000))
 def test_resharding_gives_the_same_clusters(shards: int, order_seed: int) -> None:

@@ -80,8 +80,12 @@ def keyed_sample(
     the rows at or under that key, straight into their final buffer. One pass that kept the
     best vectors so far decoded and copied ~2.4x as many rows and cost twice as long.
     """
-    threshold, candidates = key_threshold(dataset, id_column, size, seed, SAMPLE_STREAM,
-                                          on_rows)  # fmt: skip
+    ordered = smallest_keys(dataset, id_column, size, seed, SAMPLE_STREAM, on_rows)
+    candidates = len(ordered)
+    threshold = ordered[-1] if candidates else np.uint64(0)
+    # keys are unique but for a 64-bit collision: each sampled row's place in key order is
+    # then known from the first pass, and its vector is written there (no final gather)
+    placed = not np.any(ordered[1:] == ordered[:-1])
     keys = np.empty(candidates, dtype=np.uint64)
     vectors = np.empty((candidates, dim), dtype=np.float32)
     chosen_ids: list[pa.Array] = []
@@ -94,28 +98,30 @@ def keyed_sample(
             batch_keys = row_keys(ids, seed, SAMPLE_STREAM)
             # only sampled rows are decoded and validated here; the assignment validates all
             rows = np.flatnonzero(batch_keys <= threshold)
-            taken = pa.array(rows)
-            vectors[count : count + len(rows)] = unit_vectors(
-                record_batch.column(column).take(taken),
-                dim,
-                shard,
-                offset,
-                column,
-                trusted,
-                positions=rows,
-            )
-            keys[count : count + len(rows)] = batch_keys[rows]
-            chosen_ids.append(ids.take(taken))
+            if len(rows) and count + len(rows) <= candidates:
+                values = record_batch.column(column)
+                if trusted:  # stored validated: one copy, from the batch's buffer
+                    chosen = unit_vectors(values, dim, shard, offset, column, True)[rows]
+                else:
+                    chosen = unit_vectors(values.take(pa.array(rows)), dim, shard, offset,
+                                          column, False, positions=rows)  # fmt: skip
+                if placed:
+                    vectors[np.searchsorted(ordered, batch_keys[rows])] = chosen
+                else:
+                    vectors[count : count + len(rows)] = chosen
+                    keys[count : count + len(rows)] = batch_keys[rows]
+                    chosen_ids.append(ids.take(pa.array(rows)))
             count += len(rows)
             offset += record_batch.num_rows
             if on_rows is not None:
                 on_rows(record_batch.num_rows)
     if count != candidates:  # the input changed between the passes
         raise DataError(f"{dataset.path}: rows changed while the k-means sample was read")
-    order = np.argsort(keys, kind="stable")
-    if len(np.unique(keys)) < len(keys):  # a 64-bit key collision: ties break by id
-        all_ids = pa.concat_arrays(chosen_ids).to_numpy(zero_copy_only=False)
-        order = np.lexsort((all_ids, keys))
+    if placed:
+        return vectors[:size]
+    # a 64-bit key collision: ties break by id
+    all_ids = pa.concat_arrays(chosen_ids).to_numpy(zero_copy_only=False)
+    order = np.lexsort((all_ids, keys))
     return np.ascontiguousarray(vectors[order[:size]])
 
 
@@ -129,6 +135,20 @@ def key_threshold(
 ) -> tuple[np.uint64, int]:
     """The ``size``-th smallest key over all rows, and how many rows have a key at or under
     it (more than ``size`` only when keys collide)."""
+    ordered = smallest_keys(dataset, id_column, size, seed, stream, on_rows)
+    return (ordered[-1] if len(ordered) else np.uint64(np.iinfo(np.uint64).max)), len(ordered)
+
+
+def smallest_keys(
+    dataset: InputDataset,
+    id_column: str | None,
+    size: int,
+    seed: int,
+    stream: int,
+    on_rows: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """The ``size`` smallest row keys (and any ties with the largest of them), sorted: a
+    streaming bottom-k over the ids alone."""
     capacity = size + READ_ROWS
     keys = np.empty(capacity, dtype=np.uint64)
     count, threshold = 0, np.uint64(np.iinfo(np.uint64).max)
@@ -159,9 +179,7 @@ def key_threshold(
                 on_rows(record_batch.num_rows)
     if count > size:
         threshold, count = compact()
-    elif count:
-        threshold = keys[:count].max()
-    return threshold, count
+    return np.sort(keys[:count])
 
 
 @dataclass
