@@ -125,20 +125,6 @@ def keyed_sample(
     return np.ascontiguousarray(vectors[order[:size]])
 
 
-def key_threshold(
-    dataset: InputDataset,
-    id_column: str | None,
-    size: int,
-    seed: int,
-    stream: int,
-    on_rows: Callable[[int], None] | None = None,
-) -> tuple[np.uint64, int]:
-    """The ``size``-th smallest key over all rows, and how many rows have a key at or under
-    it (more than ``size`` only when keys collide)."""
-    ordered = smallest_keys(dataset, id_column, size, seed, stream, on_rows)
-    return (ordered[-1] if len(ordered) else np.uint64(np.iinfo(np.uint64).max)), len(ordered)
-
-
 def smallest_keys(
     dataset: InputDataset,
     id_column: str | None,

@@ -29,9 +29,10 @@ class TrainingRows:
 
 
 def training_rows(reader: RowReader, field: str, size: int, seed: int) -> TrainingRows:
-    from dataselect.clustering.kmeans import key_threshold
+    from dataselect.clustering.kmeans import smallest_keys
 
-    threshold, _ = key_threshold(reader.dataset, reader.id_column, size, seed, PROBE_STREAM)
+    sampled = smallest_keys(reader.dataset, reader.id_column, size, seed, PROBE_STREAM)
+    threshold = sampled[-1] if len(sampled) else np.uint64(0)  # (none: refused below)
     xs, labels, keys = [], [], []
     for rows in reader.iter_rows(["embedding", field]):
         row_key = row_keys(rows.ids, seed, PROBE_STREAM)
