@@ -27,6 +27,7 @@ from typing import Any
 
 from dataselect.errors import DataselectError
 from dataselect.io.atomic import fsync_dir, fsync_file
+from dataselect.io.checksums import file_sha256
 
 CACHE_ENV = "DATASELECT_MODEL_CACHE"
 RECORD = "_model.json"
@@ -90,7 +91,7 @@ def cached_model(
         if log is not None:
             log(f"building {entry} (first use; kept for the next runs)")
         build(work)
-        files = {p.name: _sha256(p) for p in sorted(work.iterdir()) if p.is_file()}
+        files = {p.name: file_sha256(p) for p in sorted(work.iterdir()) if p.is_file()}
         record = {"key": key, "files": files}
         (work / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         work.chmod(0o755)  # (mkdtemp's folder is the builder's alone) shared by every process
@@ -118,17 +119,9 @@ def verified(entry: Path) -> CachedModel:
         raise DamagedModel(f"{entry}: the cached model has no valid {RECORD}") from exc
     for file, expected in files.items():
         path = entry / file
-        if not path.is_file() or _sha256(path) != expected:
+        if not path.is_file() or file_sha256(path) != expected:
             raise DamagedModel(f"{path}: the cached model file is damaged (SHA-256 differs)")
     return CachedModel(entry, files)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from dataselect.embedding.model_cache import cache_root, cached_model
 from dataselect.errors import DataselectError, UsageError
+from dataselect.io.checksums import file_sha256
 
 DEFAULT_DIM = 256
 WEIGHTS = ("model.safetensors", "tokenizer.json")  # what decides the vectors
@@ -74,6 +75,7 @@ class StaticEmbedder:
         self.model_cache = model_cache
         self._model: Any = None
         self._folder: Path | None = None
+        self._identity: dict[str, object] | None = None  # (asked for twice: hashed once)
         if model is not None:
             if not Path(model).is_dir():
                 raise UsageError(f"--model {model}: no such folder (a model2vec model folder)")
@@ -125,18 +127,21 @@ class StaticEmbedder:
         return self._model
 
     def identity(self) -> dict[str, object]:
-        model = self.model  # (loads it: a given model's dimension is its own)
-        digest = hashlib.sha256()
-        for name in WEIGHTS:
-            path = self.folder / name
-            if path.is_file():
-                digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
-        return {
-            "embedder": self.name,
-            "model": str(self.given) if self.given else "all-MiniLM-L6-v2 distilled (model2vec)",
-            "model_sha256": digest.hexdigest(),
-            "dim": int(model.dim),
-        }
+        if self._identity is None:
+            model = self.model  # (loads it: a given model's dimension is its own)
+            digest = hashlib.sha256()
+            for name in WEIGHTS:
+                path = self.folder / name
+                if path.is_file():
+                    digest.update(f"{name}:{file_sha256(path)}".encode())
+            self._identity = {
+                "embedder": self.name,
+                "model": str(self.given) if self.given
+                else "all-MiniLM-L6-v2 distilled (model2vec)",
+                "model_sha256": digest.hexdigest(),
+                "dim": int(model.dim),
+            }  # fmt: skip
+        return self._identity
 
     def embed(self, texts: list[str]) -> np.ndarray:
         vectors = np.asarray(

@@ -6,7 +6,6 @@ The page needs no network and no server: open it from disk, attach it to a ticke
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,9 @@ from dataselect.report.sections import (
     empty_section,
     labels_section,
     map_section,
+)
+from dataselect.report.sections import (
+    escaped as _e,
 )
 
 REPORT_NAME = "report.html"
@@ -278,7 +280,3 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _num(cell: str) -> str:
     return ' class="num"' if cell.replace(",", "").replace(".", "").isdigit() else ""
-
-
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value))

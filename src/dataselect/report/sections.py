@@ -229,5 +229,9 @@ def _id(data: ReportData, position: int) -> str:
     return "" if data.ids is None else str(data.ids[position].as_py())
 
 
-def _e(value: object) -> str:
+def escaped(value: object) -> str:
+    """``value`` as HTML text (None: empty)."""
     return html.escape("" if value is None else str(value))
+
+
+_e = escaped
