@@ -179,7 +179,8 @@ class KMeansFit:
 IterationCallback = Callable[[int, float], None]
 # from this k on, a fit reports each iteration live (one FAISS call each): each call rescans
 # the sample for NaNs on one core, an overhead of about 13% of an iteration at k = 1000
-# (measured: 256k x 384, 3.4-3.6 s one call vs 3.9-4.0 s per iteration for 4 iterations)
+# (an ad hoc timing on 256k x 384; scripts/bench/cluster.py --rows 300000 --k 1000: the
+# stage took 19.6 s with per-iteration calls, 15.7 s with one)
 # and under 5% from k = 3000; below it the fit is one call, its iterations told at its end
 STEPWISE_MIN_K = 3000
 

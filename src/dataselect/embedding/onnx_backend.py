@@ -4,8 +4,8 @@ The model is exported on first use from the installed package's weights (no netw
 transformer, mean pooling and L2 normalisation as one graph, as sentence-transformers
 computes them (torch's TorchScript exporter, opset 17, eager attention: the same bytes on
 every export with the same library versions). int8 is ONNX Runtime's dynamic quantisation
-of the MatMul weights, per output channel: per-tensor scales (its defaults) lost too much
-(mean cosine to fp32 about 0.97 on banking77, per channel 0.994: docs/benchmarks.md).
+of the MatMul weights, per output channel (per-tensor scales, its default, lost clearly
+more; per channel: mean cosine 0.994 to fp32, scripts/bench/embed_backends.py).
 Both are cached (``model_cache.py``) and their SHA-256 is part of the embed stage's
 parameters.
 
