@@ -229,3 +229,19 @@ def test_rowwise_dot_does_not_depend_on_the_batch() -> None:
         odd[:] = x[start:stop]
         np.testing.assert_array_equal(rowwise_dot(odd, odd), whole[start:stop])
     np.testing.assert_allclose(whole, np.einsum("ij,ij->i", x, x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_assigned_distances_do_not_depend_on_the_batch(metric: str) -> None:
+    """The GEMM's last bits depend on a row's batch; the recomputed distance must not."""
+    rng = np.random.default_rng(4)
+    x = blobs(3000, 40, dim=384, seed=5, spread=0.5)
+    centroids = x[rng.choice(len(x), 40, replace=False)] + 0.01
+    assigner = Assigner(centroids.astype(np.float32), metric)
+    labels, whole = assigner.assign(x)
+    for start, stop in ((1, 700), (333, 2999), (1234, 1235)):
+        odd = np.empty((stop - start + 1, 384), dtype=np.float32)[1:]  # another alignment
+        odd[:] = x[start:stop]
+        part_labels, part = assigner.assign(odd)
+        np.testing.assert_array_equal(part_labels, labels[start:stop])
+        np.testing.assert_array_equal(part, whole[start:stop])

@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 from dataselect import progress
 from dataselect.clustering.config import ClusterConfig
 from dataselect.clustering.kmeans import (
+    READ_ROWS,
+    SEARCH_ROWS,
     Assigner,
     KMeansFit,
     choose_k,
@@ -214,10 +216,11 @@ class ClusterStage:
         return fit.centroids
 
     def process(self, shard: InputShard) -> Iterator[pa.RecordBatch]:
+        """Rows read and searched ``SEARCH_ROWS`` at a time, written ``READ_ROWS`` at a
+        time (a row group per written batch: small ones cost the writer and its readers)."""
         assert self.assigner is not None
-        batches = iter_vectors(
-            shard, self.config.vector_column, self.dim, self.id_column, self.trusted
-        )
+        column = self.config.vector_column
+        batches = iter_vectors(shard, column, self.dim, self.id_column, self.trusted, SEARCH_ROWS)
         hashes: deque[np.ndarray] = deque()  # one per batch, in order, as assigned
 
         def hashed(
@@ -227,11 +230,30 @@ class ClusterStage:
                 hashes.append(vector_hashes(vectors))
                 yield ids, vectors
 
+        parts: list[tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]] = []
+        rows = 0
         for ids, labels, distance in self.assigner.assign_stream(hashed(batches)):
-            yield pa.RecordBatch.from_arrays(
-                [ids, pa.array(labels), pa.array(distance), pa.array(hashes.popleft())],
-                schema=self.schema,
-            )
+            parts.append((ids, labels, distance, hashes.popleft()))
+            rows += len(ids)
+            if rows >= READ_ROWS:
+                yield self._record_batch(parts)
+                parts, rows = [], 0
+        if parts:
+            yield self._record_batch(parts)
+
+    def _record_batch(
+        self, parts: list[tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]]
+    ) -> pa.RecordBatch:
+        ids, labels, distance, hashes = zip(*parts, strict=True)
+        return pa.RecordBatch.from_arrays(
+            [
+                pa.concat_arrays(ids),
+                pa.array(np.concatenate(labels)),
+                pa.array(np.concatenate(distance)),
+                pa.array(np.concatenate(hashes)),
+            ],
+            schema=self.schema,
+        )
 
     def finish(self, output: StageOutput) -> dict[str, Any]:
         """clusters.parquet from the written shards (a reduction over two small columns)."""

@@ -87,6 +87,9 @@ def normalised_vectors(
     return unit
 
 
+ROWWISE_CHUNK = 256
+
+
 def rowwise_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-row dot products, each contiguous row reduced on its own (float64 result).
 
@@ -99,7 +102,11 @@ def rowwise_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     dtype = np.float64 if a.dtype == np.float64 else np.float32
     a_ = np.ascontiguousarray(a, dtype=dtype)
     b_ = a_ if b is a else np.ascontiguousarray(b, dtype=dtype)
-    return (a_ * b_).sum(axis=1).astype(np.float64)
+    out = np.empty(len(a_), dtype=np.float64)
+    for start in range(0, len(a_), ROWWISE_CHUNK):  # products of a chunk stay in cache
+        rows = slice(start, start + ROWWISE_CHUNK)
+        out[rows] = (a_[rows] * b_[rows]).sum(axis=1)
+    return out
 
 
 def _first(mask: pa.Array) -> int:

@@ -22,6 +22,7 @@ from dataselect import progress
 from dataselect.errors import DataError, UsageError
 from dataselect.io import checksums
 from dataselect.io.text_formats import csv_batches, csv_schema, json_records, text_format
+from dataselect.io.vector_pages import PlainVectors
 from dataselect.manifest import MANIFEST_NAME, Manifest
 
 DEFAULT_SHARD_ROWS = 100_000
@@ -79,6 +80,19 @@ class InputShard:
             raise
         except (OSError, pa.ArrowException) as exc:
             checksums.check_read_error(self.path)  # a damaged shard is named as such
+            raise DataError(f"cannot read {self.path}: {_one_line(exc)}") from exc
+
+    def plain_vectors(self, column: str, dim: int) -> PlainVectors | None:
+        """The shard's ``column`` for reading straight from its pages (``io/vector_pages``),
+        or None where it is not stored in that plain layout (read it by ``iter_batches``).
+        The caller closes the reader."""
+        if self.format != "parquet":
+            return None
+        checksums.reading(self.path)
+        try:
+            return PlainVectors.open(self.path, column, dim, self.row_groups)
+        except OSError as exc:
+            checksums.check_read_error(self.path)
             raise DataError(f"cannot read {self.path}: {_one_line(exc)}") from exc
 
     def _parquet_batches(
