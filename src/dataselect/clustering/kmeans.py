@@ -29,7 +29,7 @@ from dataselect.io.vector_pages import PlainVectors
 from dataselect.keyed import row_keys
 
 READ_ROWS = 16_384
-SEARCH_ROWS = 4096  # rows read and searched at a time in the assignment pass
+SEARCH_ROWS = 4_096  # rows read and searched at a time in the assignment pass
 SAMPLE_STREAM = 1  # keyed-randomness stream of the fit sample
 # k-means++ seeds come from the first max(4 k, 4,096) rows of the (keyed, uniform) sample
 PLUSPLUS_ROWS_PER_K = 4

@@ -42,7 +42,10 @@ class EmbedConfig(StageConfig):
         "model \\[default: 256]. --vector-column: required dimension.",
         parse=lambda v: None if v is None else at_least(1)(v),
     )
-    batch_size: int = option(64, "minilm: texts per forward pass.", parse=at_least(1))
+    batch_size: int = option(
+        64, "minilm: texts per forward pass (at most 16 with an ONNX backend).",
+        parse=at_least(1),
+    )  # fmt: skip
     device: str = option(
         "auto", "minilm: auto (GPU when there is one), cpu or cuda.",
         parse=one_of("auto", "cpu", "cuda"),
@@ -50,7 +53,8 @@ class EmbedConfig(StageConfig):
     backend: str = option(
         "torch",
         "minilm: torch (sentence-transformers), onnx (ONNX Runtime, the same vectors to "
-        "1e-6) or onnx-int8 (int8 weights: about 2x faster on CPU, cosine to fp32 ~0.994). "
+        "1e-4, 1.1-1.2x faster on CPU) or onnx-int8 (int8 weights: about 2.5x faster on "
+        "CPU, cosine to fp32 ~0.994). "
         "The ONNX models are exported from the installed package on first use and cached.",
         parse=one_of("torch", "onnx", "onnx-int8"),
     )
