@@ -68,7 +68,7 @@ def vector_batches(
     for are decoded and validated.
 
     Trusted vectors in the plain layout are copied from their pages (``io/vector_pages``)
-    beside pyarrow's reading of the ids: the same floats, at a tenth of pyarrow's decode."""
+    beside pyarrow's reading of the ids: the same floats, without pyarrow's list decode."""
     plain = shard.plain_vectors(column, dim) if trusted and id_column else None
     offset = 0
     if plain is not None:
@@ -449,8 +449,8 @@ class Assigner:
 
         FAISS finds the nearest centroid with one GEMM, whose last bits depend on the batch
         a row is in; the distance is then recomputed row by row (FAISS's by-index kernels,
-        one fixed SIMD reduction per row), so its bytes do not. They cost an eighth of a
-        numpy gather and row-wise dot, which took 8% of the assignment pass.
+        one fixed SIMD reduction per row), so its bytes do not; a numpy gather and row-wise
+        dot did the same at several times the cost.
         """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         _, labels = self.index.search(vectors, 1)

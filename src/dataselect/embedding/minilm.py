@@ -26,7 +26,7 @@ DIM = 384
 MAX_TOKENS = 256  # the model's max_seq_length: longer texts are truncated
 CPU_TOKENS_PER_PASS = 16 * MAX_TOKENS
 # ONNX Runtime passes (one thread each, side by side: onnx_backend.OnnxEncoder) run fastest
-# small: at most 16 texts and about 384 padded tokens (so one long text), measured on 2 cores
+# small: at most 16 texts and about 384 padded tokens (so one long text)
 ONNX_TEXTS_PER_PASS = 16
 ONNX_TOKENS_PER_PASS = 384
 

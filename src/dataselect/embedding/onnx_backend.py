@@ -136,10 +136,11 @@ class OnnxEncoder:
     """Sentence embeddings from an ONNX model: unit-norm float32 rows.
 
     Passes run side by side, one per core, each on one thread of the shared session: on
-    passes this small (16 short texts, or a long one), one pass at a time on every core
-    spent much of its time in ONNX Runtime's per-operator synchronisation (two such
-    threads ran 14-32% slower than two single-threaded passes at once, on 2 cores). A
-    pass's vectors do not depend on the core count either (one thread computes each).
+    passes this small (16 short texts, or one long text), a pass on every core at once
+    spent much of its time in ONNX Runtime's per-operator synchronisation. Side by side,
+    int8 went from 2.05x to 2.54x a plain encode on short texts
+    (``scripts/bench/embed_backends.py`` before and after). A pass's vectors do not depend
+    on the core count either (one thread computes each).
     """
 
     def __init__(self, model: Path, model_dir: str, max_tokens: int) -> None:

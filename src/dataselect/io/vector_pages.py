@@ -1,12 +1,12 @@
 """Vectors read straight from their Parquet pages, for the layout stages write them in.
 
 A vector column is stored as ``fixed_size_list<float32>[d]``, uncompressed, PLAIN, without a
-dictionary (``io/format.py``). pyarrow decodes such a column at about 2 us per row of 384
-floats: it expands a repetition and a definition level for every float and rebuilds the
-list from them, though a fixed-size list without nulls has d floats per row by definition.
-That decode cost as much as a third of the cluster stage's assignment pass (a FAISS search
-on the same rows). Here the float bytes of each data page are located from the page headers
-and copied out as they lie (memory bandwidth: about 10x faster).
+dictionary (``io/format.py``). pyarrow decodes such a column by expanding a repetition and
+a definition level for every float and rebuilding the list from them, though a fixed-size
+list without nulls has d floats per row by definition: with that decode the cluster
+stage's assignment ran about 1.4x slower (``scripts/bench/cluster.py``, its row "vectors
+decoded by pyarrow"). Here the float bytes of each data page are located from the page
+headers and copied out as they lie.
 
 Only a layout proven plain is read this way; anything else (a codec, a dictionary or other
 encoding, nulls, another type) is reported as ``None`` and the caller reads with pyarrow.
