@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/parquet_codecs.py
 	$(BIN)/python scripts/bench/cluster.py
 	$(BIN)/python scripts/bench/selection_quality.py
+	$(BIN)/python scripts/bench/selection_sensitivity.py
 	$(BIN)/python scripts/bench/adaptive.py
 	$(BIN)/python scripts/bench/scorers.py
 	$(BIN)/python scripts/bench/report.py
