@@ -53,12 +53,30 @@ def test_device_auto_is_cpu_without_gpu() -> None:
 def test_forward_passes_cover_every_row_once_longest_first() -> None:
     embedder = MiniLMEmbedder(device="cpu", batch_size=64)
     texts = ["short"] * 100 + ["long text " * 200] * 40 + ["medium " * 20] * 30
-    passes = embedder.passes(texts)
+    ids = embedder.tokenize(texts)
+    tokens = np.array([len(i) for i in ids])
+    assert tokens.max() == 256 and tokens.min() == 3  # [CLS] short [SEP]; cut at 256
+    passes = embedder.passes(tokens)
     rows = np.concatenate(passes)
     assert sorted(rows.tolist()) == list(range(len(texts)))
     assert all(len(p) <= 64 for p in passes)
-    assert len(passes[0]) == 16  # 256-token texts: capped at ~4,096 padded tokens per pass
-    assert all(len(texts[p[0]]) >= len(texts[p[-1]]) for p in passes)
+    assert len(passes[0]) == 16  # 256-token texts: capped at 4,096 padded tokens per pass
+    assert all(tokens[p[0]] >= tokens[p[-1]] for p in passes)
+    longest_first = [int(tokens[p[0]]) for p in passes]
+    assert longest_first == sorted(longest_first, reverse=True)
+
+
+def test_passes_pad_by_tokens_not_characters() -> None:
+    """Texts of 15 characters each, in turn 10 tokens (single letters) and 9 (word pieces):
+    sorted by characters, every pass would mix them and pad; by tokens, none pads."""
+    embedder = MiniLMEmbedder(device="cpu", batch_size=4)
+    texts = ["a b c d e f g h", "abcdefghijklmno"] * 4
+    tokens = np.array([len(i) for i in embedder.tokenize(texts)])
+    assert tokens.tolist() == [10, 9] * 4
+    passes = embedder.passes(tokens)
+    for one in passes:
+        assert len(set(tokens[one].tolist())) == 1  # no padding at all here
+    assert {len(p) for p in passes} == {4}
 
 
 def test_device_cuda_without_a_gpu_is_one_clear_error(cli, corpus: Path, tmp_path: Path) -> None:

@@ -178,16 +178,17 @@ def test_embed_stage_with_onnx_and_no_resume_across_backends(
 
 
 def test_onnx_passes_are_small_and_cover_every_row_once(cache: Path) -> None:
-    """ONNX passes: at most 16 texts and ~384 estimated tokens (one long text alone), each
-    row in exactly one pass; torch keeps its own (larger) passes."""
+    """ONNX passes: at most 16 texts and 384 padded tokens (one long text alone), each row
+    in exactly one pass; torch keeps its own (larger) passes."""
     from dataselect.embedding.minilm import ONNX_TEXTS_PER_PASS, ONNX_TOKENS_PER_PASS
 
     texts = [("word " * (i % 300)).strip() for i in range(500)]
-    passes = embedder("onnx", cache).passes(texts)
+    onnx = embedder("onnx", cache)
+    tokens = np.array([len(ids) for ids in onnx.tokenize(texts)])
+    passes = onnx.passes(tokens)
     rows = np.concatenate(passes)
     assert sorted(rows.tolist()) == list(range(len(texts)))
     for one in passes:
-        tokens = max(len(texts[i]) // 4 + 2 for i in one)
         assert len(one) <= ONNX_TEXTS_PER_PASS
-        assert len(one) == 1 or len(one) * tokens <= ONNX_TOKENS_PER_PASS
-    assert max(len(p) for p in embedder("torch", cache).passes(texts)) > ONNX_TEXTS_PER_PASS
+        assert len(one) == 1 or len(one) * tokens[one].max() <= ONNX_TOKENS_PER_PASS
+    assert max(len(p) for p in embedder("torch", cache).passes(tokens)) > ONNX_TEXTS_PER_PASS

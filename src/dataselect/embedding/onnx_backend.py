@@ -143,9 +143,8 @@ class OnnxEncoder:
     on the core count either (one thread computes each).
     """
 
-    def __init__(self, model: Path, model_dir: str, max_tokens: int) -> None:
+    def __init__(self, model: Path) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -156,24 +155,21 @@ class OnnxEncoder:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(model), options,
                                             providers=["CPUExecutionProvider"])  # fmt: skip
-        self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
-        # the packaged file pads and cuts at 128: sentence-transformers cuts at 256 and pads
-        # to the longest text of the pass
-        self.tokenizer.enable_truncation(max_length=max_tokens)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
 
-    def encode_passes(self, passes: Iterable[list[str]]) -> Iterator[np.ndarray]:
-        """The vectors of each pass, in order, encoded ``workers`` passes at a time."""
+    def encode_passes(self, passes: Iterable[list[list[int]]]) -> Iterator[np.ndarray]:
+        """The vectors of each pass (its texts' token ids), in order, ``workers`` passes at
+        a time."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="onnx") as pool:
             yield from pool.map(self.encode, passes)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """One forward pass."""
-        encoded = self.tokenizer.encode_batch(texts)
-        feeds = {
-            "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
-        }
+    def encode(self, ids: list[list[int]]) -> np.ndarray:
+        """One forward pass over token ids ([CLS] ... [SEP]), padded to the longest."""
+        input_ids = np.zeros((len(ids), max(map(len, ids))), dtype=np.int64)
+        attention_mask = np.zeros_like(input_ids)
+        for row, tokens in enumerate(ids):
+            input_ids[row, : len(tokens)] = tokens
+            attention_mask[row, : len(tokens)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "token_type_ids": np.zeros_like(input_ids)}  # fmt: skip
         (vectors,) = self.session.run(None, feeds)
         return np.asarray(vectors, dtype=np.float32)
