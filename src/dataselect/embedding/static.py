@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dataselect.embedding.model_cache import cache_root, cached_model
+from dataselect.embedding.word_pieces import CachedWordPieces
 from dataselect.errors import DataselectError, UsageError
 from dataselect.io.checksums import file_sha256
 
@@ -79,6 +80,8 @@ class StaticEmbedder:
         self._folder: Path | None = None
         self._identity: dict[str, object] | None = None  # (asked for twice: hashed once)
         self._table: np.ndarray | None = None
+        self._pieces: CachedWordPieces | None = None  # (None: the tokenizer's own, per text)
+        self._pieces_checked = False
         self._checked: dict[str, str] = {}  # file -> SHA-256 the model cache has verified
         if model is not None:
             if not Path(model).is_dir():
@@ -156,6 +159,19 @@ class StaticEmbedder:
             self._table = np.ascontiguousarray(self.model.embedding, dtype=np.float32)
         return self._table
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids as model2vec's tokenize gives them (unknown tokens kept):
+        BERT-style tokenizers' ASCII texts from a cache of words (``word_pieces``)."""
+        tokenizer = self.model.tokenizer
+        if not self._pieces_checked:
+            self._pieces_checked = True
+            if CachedWordPieces.applies_to(tokenizer):
+                self._pieces = CachedWordPieces(tokenizer, self.model.max_length)
+        if self._pieces is None:
+            encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+            return [encoding.ids for encoding in encodings]
+        return self._pieces.ids(texts)
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """model2vec's vectors (each text's tokens' mean, as ``StaticModel.encode``), computed
         as one sparse-by-dense product per batch rather than a numpy mean per text: the stage
@@ -176,8 +192,7 @@ class StaticEmbedder:
         if model.max_length is not None:  # (model2vec's cut: bounds the tokenizer's work)
             cut = model.max_length * model.median_token_length
             texts = [text[:cut] for text in texts]
-        encodings = model.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        ids = [encoding.ids for encoding in encodings]  # (truncated to max_length tokens)
+        ids = self.token_ids(texts)  # (truncated to max_length tokens)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         tokens = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64,
                              count=int(lengths.sum()))  # fmt: skip
