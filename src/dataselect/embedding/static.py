@@ -1,4 +1,6 @@
-"""``--embedder static``: a model2vec static embedding model, ~100x MiniLM's speed on a CPU.
+"""``--embedder static``: a model2vec static embedding model, 100-150x MiniLM's speed on a CPU
+(``scripts/bench/embed_backends.py``: 146x and 152x a plain MiniLM encode on short and long
+texts).
 
 A static model is one vector per token (the text's vector: the mean of its tokens'). By
 default it is distilled from the packaged all-MiniLM-L6-v2 on first use (model2vec's
@@ -7,6 +9,11 @@ dimensions, SIF weights; about a minute on 2 cores, no network) and cached like 
 models (``model_cache.py``). The distilled weights are the same bytes on every run; the
 files that would name this machine's paths (config, README) are written without them.
 ``--model PATH`` takes any model2vec model folder instead.
+
+The vectors are model2vec's (each text's tokens' mean), computed another way: ASCII texts
+are tokenised a word at a time from a cache (``word_pieces``), and a batch's vectors are one
+sparse-by-dense product. model2vec's own encode, a tokenizer call and a numpy mean per text,
+runs at half this speed on short texts (the bench's "model2vec encode alone" row).
 """
 
 from __future__ import annotations
