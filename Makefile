@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint docs browser bench bench-ray-job clean
+.PHONY: install demo test lint docs browser bench bench-peer-venv bench-ray-job clean
 
 install: $(STAMP)
 
@@ -42,7 +42,7 @@ browser:
 test: lint browser
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) bench-peer-venv
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python scripts/bench/embed.py
 	$(BIN)/python scripts/bench/embed_backends.py
@@ -61,6 +61,16 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench/scale.py
 	$(BIN)/python scripts/bench/workers.py
 	$(MAKE) bench-ray-job
+
+# sentence-transformers' own ONNX backend needs transformers < 4.58: a venv of its own, used
+# by scripts/bench/embed_backends.py only
+PEER := scripts/bench/.venv-peer
+bench-peer-venv: $(PEER)/installed
+$(PEER)/installed: scripts/bench/peer-requirements.txt
+	python3 -m venv $(PEER)
+	$(PEER)/bin/python -m pip install --quiet torch==2.13.0
+	$(PEER)/bin/python -m pip install --quiet -r scripts/bench/peer-requirements.txt
+	touch $@
 
 # every stage as a `ray job submit` job on a one-node Ray head: needs the job server
 bench-ray-job: $(STAMP)

