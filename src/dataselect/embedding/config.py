@@ -53,7 +53,7 @@ class EmbedConfig(StageConfig):
     backend: str = option(
         "torch",
         "minilm: torch (sentence-transformers), onnx (ONNX Runtime, the same vectors to "
-        "1e-4, about 1.1-1.2x torch's speed on CPU) or onnx-int8 (int8 weights: 2.2-2.7x "
+        "1e-4, about 1.05-1.25x torch's speed on CPU) or onnx-int8 (int8 weights: 2-2.7x "
         "torch's speed on CPU, cosine to fp32 ~0.994). "
         "The ONNX models are exported from the installed package on first use and cached.",
         parse=one_of("torch", "onnx", "onnx-int8"),

@@ -1,5 +1,5 @@
 """``--embedder static``: a model2vec static embedding model, 100-150x MiniLM's speed on a CPU
-(``scripts/bench/embed_backends.py``: 146x and 152x a plain MiniLM encode on short and long
+(``scripts/bench/embed_backends.py``: 143x and 153x a plain MiniLM encode on short and long
 texts).
 
 A static model is one vector per token (the text's vector: the mean of its tokens'). By
@@ -13,7 +13,7 @@ files that would name this machine's paths (config, README) are written without 
 The vectors are model2vec's (each text's tokens' mean), computed another way: ASCII texts
 are tokenised a word at a time from a cache (``word_pieces``), and a batch's vectors are one
 sparse-by-dense product. model2vec's own encode, a tokenizer call and a numpy mean per text,
-runs at half this speed on short texts (the bench's "model2vec encode alone" row).
+runs at 0.5-0.6x this speed (the bench's "model2vec encode alone" row).
 """
 
 from __future__ import annotations
