@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+from functools import cached_property
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,6 @@ class StaticEmbedder:
         self._folder: Path | None = None
         self._identity: dict[str, object] | None = None  # (asked for twice: hashed once)
         self._table: np.ndarray | None = None
-        self._pieces: CachedWordPieces | None = None  # (None: the tokenizer's own, per text)
-        self._pieces_checked = False
         self._checked: dict[str, str] = {}  # file -> SHA-256 the model cache has verified
         if model is not None:
             if not Path(model).is_dir():
@@ -166,26 +165,30 @@ class StaticEmbedder:
             self._table = np.ascontiguousarray(self.model.embedding, dtype=np.float32)
         return self._table
 
-    def token_ids(self, texts: list[str]) -> list[list[int]]:
-        """Each text's token ids as model2vec's tokenize gives them (unknown tokens kept):
-        BERT-style tokenizers' ASCII texts from a cache of words (``word_pieces``)."""
+    @cached_property
+    def word_cache(self) -> CachedWordPieces | None:
+        """The cache of words' ids, for a BERT-style tokenizer (else None: the tokenizer
+        takes every text)."""
         tokenizer = self.model.tokenizer
-        if not self._pieces_checked:
-            self._pieces_checked = True
-            if CachedWordPieces.applies_to(tokenizer):
-                self._pieces = CachedWordPieces(tokenizer, self.model.max_length)
-        if self._pieces is None:
-            encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-            return [encoding.ids for encoding in encodings]
-        return self._pieces.ids(texts)
+        if not CachedWordPieces.applies_to(tokenizer):
+            return None
+        return CachedWordPieces(tokenizer, self.model.max_length)
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's token ids as model2vec's tokenize gives them (unknown tokens kept)."""
+        if self.word_cache is not None:
+            return self.word_cache.ids(texts)
+        encodings = self.model.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        return [encoding.ids for encoding in encodings]
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """model2vec's vectors (each text's tokens' mean, as ``StaticModel.encode``), computed
         as one sparse-by-dense product per batch rather than a numpy mean per text: the stage
         then runs at nearly the tokenizer's own speed."""
-        vectors = np.concatenate([self._embed(texts[start : start + TEXTS_PER_PRODUCT])
-                                  for start in range(0, len(texts), TEXTS_PER_PRODUCT)]) \
-            if texts else np.zeros((0, self.dim), dtype=np.float32)  # fmt: skip
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        starts = range(0, len(texts), TEXTS_PER_PRODUCT)
+        vectors = np.concatenate([self._embed(texts[i : i + TEXTS_PER_PRODUCT]) for i in starts])
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)  # (a text of no known token: zeros)
 
