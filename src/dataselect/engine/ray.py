@@ -74,7 +74,12 @@ class RayJobs:
             raise
 
     def cancel(self) -> None:
+        """Cancel the tasks not yet finished. (Only those: cancelling a task whose reply is
+        arriving can crash Ray 2.x's driver on a RAY_CHECK, ray-project/ray#54798, and then
+        the run's one-line error is never printed. Skipping the finished ones narrows that
+        window to the tasks finishing at this very moment.)"""
         refs = list(self.refs.values())
-        for ref in refs:
+        _, running = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in running:
             self.ray.cancel(ref, force=True)
         self.ray.wait(refs, num_returns=len(refs), timeout=30)
