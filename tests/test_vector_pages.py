@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import shard_bytes
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dataselect.clustering.stage import ClusterConfig, cluster
@@ -130,11 +130,12 @@ DAMAGE_BASE = damage_base()
 
 @settings(max_examples=200, deadline=None)
 @given(position=st.integers(0, 10**6), value=st.integers(0, 255))
+@example(position=176884, value=65)  # footer damage pyarrow answers with ArrowNotImplementedError
 def test_a_damaged_file_never_hangs_or_crashes(position: int, value: int) -> None:
     """Any byte changed anywhere: declined, or read (the damage lies in the floats, which the
-    stage's checksum check refuses), or pyarrow's OSError for damaged file metadata (as
-    when pyarrow reads the shard: the stage names it). Never a long loop, a crash or
-    another exception."""
+    stage's checksum check refuses), or pyarrow's error for damaged file metadata (OSError
+    or an ArrowException, as when pyarrow reads the shard: the stage names it). Never a
+    long loop, a crash or another exception."""
     data = bytearray(DAMAGE_BASE)
     data[position % len(data)] = value
     with tempfile.TemporaryDirectory() as folder:
@@ -142,8 +143,8 @@ def test_a_damaged_file_never_hangs_or_crashes(position: int, value: int) -> Non
         path.write_bytes(bytes(data))
         try:
             reader = PlainVectors.open(path, "embedding", 6)
-        except OSError:
-            with pytest.raises(OSError):
+        except (OSError, pa.ArrowException):
+            with pytest.raises((OSError, pa.ArrowException)):
                 pq.read_metadata(path)
             return
         if reader is not None:

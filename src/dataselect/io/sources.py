@@ -91,7 +91,7 @@ class InputShard:
         checksums.reading(self.path)
         try:
             return PlainVectors.open(self.path, column, dim, self.row_groups)
-        except OSError as exc:
+        except (OSError, pa.ArrowException) as exc:  # (damaged metadata: either, by pyarrow)
             checksums.check_read_error(self.path)
             raise DataError(f"cannot read {self.path}: {_one_line(exc)}") from exc
 
