@@ -245,3 +245,51 @@ def test_assigned_distances_do_not_depend_on_the_batch(metric: str) -> None:
         part_labels, part = assigner.assign(odd)
         np.testing.assert_array_equal(part_labels, labels[start:stop])
         np.testing.assert_array_equal(part, whole[start:stop])
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(0, 60), min_size=1, max_size=12), piece=st.integers(1, 25))
+def test_the_assignment_stream_is_each_batch_assigned_in_order(
+    sizes: list[int], piece: int
+) -> None:
+    """Batches of any size (none too), searched in pieces of any size on the worker
+    threads, come back in order, each as ``assign`` gives it whole, with the per-row
+    function's values (the stage's vector hashes) of the same rows."""
+    from dataselect.clustering import kmeans
+
+    x = blobs(sum(sizes), 6, dim=16, seed=len(sizes), spread=0.5).astype(np.float32)
+    assigner = Assigner(blobs(6, 6, dim=16, seed=9, spread=0.5).astype(np.float32), "cosine")
+    bounds = np.cumsum([0, *sizes])
+    batches = [
+        (pa.array(np.arange(a, b)), x[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kmeans, "SEARCH_PIECE", piece)
+        out = list(assigner.assign_stream(iter(batches), per_row=lambda v: v[:, 0].copy()))
+    assert len(out) == len(batches)
+    for (ids, vectors), (got_ids, labels, distance, first) in zip(batches, out, strict=True):
+        assert got_ids.equals(ids)
+        want_labels, want_distance = assigner.assign(vectors)
+        np.testing.assert_array_equal(labels, want_labels)
+        np.testing.assert_array_equal(distance, want_distance)
+        np.testing.assert_array_equal(first, vectors[:, 0])
+
+
+def test_only_the_cluster_column_is_dictionary_encoded(tmp_path: Path) -> None:
+    """ids, distances and hashes are distinct values (``UNIQUE`` in the stage's schema): no
+    dictionary for them, which the writer filled per column chunk only to fall back to
+    plain; cluster ids repeat and keep theirs. Standard readers read the same rows."""
+    source = write_vectors(tmp_path / "v", blobs(3000, 8), shards=1)
+    cluster(source, tmp_path / "out", ClusterConfig(k=8, niter=3), quiet=True)
+    (shard,) = sorted((tmp_path / "out").glob("part-*.parquet"))
+    metadata = pq.ParquetFile(shard).metadata
+    encodings = {
+        metadata.schema.column(i).name: metadata.row_group(0).column(i).encodings
+        for i in range(metadata.num_columns)
+    }
+    assert "RLE_DICTIONARY" in encodings["cluster"]
+    for name in ("id", "distance", "vector_hash"):
+        assert "RLE_DICTIONARY" not in encodings[name], name
+    table = pq.read_table(tmp_path / "out")
+    assert table.num_rows == 3000 and table.column("vector_hash").type == pa.uint64()
+    assert table.column("id").to_pylist() == pq.read_table(source).column("id").to_pylist()

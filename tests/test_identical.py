@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,6 +90,12 @@ def test_vector_hashes_are_the_same_on_every_machine() -> None:
     assert vector_hashes(np.ones((1, 5000), np.float32))[0] != vector_hashes(
         np.ones((1, 5001), np.float32)[:, :5000] * 1.0001)[0]  # fmt: skip
     assert int(hashes[0]) == int(vector_hashes(vectors.copy())[0])
+    # XXH3-64 of the row's little-endian float32 bytes, whatever the array's layout
+    assert [int(h) for h in hashes] == [xxhash.xxh3_64_intdigest(row.tobytes()) for row in vectors]
+    strided = np.arange(48, dtype=np.float32).reshape(2, 24)[:, ::2]
+    assert np.array_equal(vector_hashes(strided), vector_hashes(strided.copy()))
+    assert np.array_equal(vector_hashes(np.zeros((0, 3), np.float32)), np.zeros(0, np.uint64))
+    assert set(vector_hashes(np.zeros((2, 0), np.float32))) == {xxhash.xxh3_64_intdigest(b"")}
 
 
 @settings(max_examples=50, deadline=None)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from dataselect.clustering.stage import ClusterConfig, cluster
 from dataselect.embedding.stage import EmbedConfig, embed
+from dataselect.errors import DataError
 from dataselect.io import vector_pages
 from dataselect.io.format import parquet_options
 from dataselect.io.vector_pages import PlainVectors
@@ -113,6 +114,22 @@ def test_layouts_not_proven_plain_are_declined(tmp_path: Path) -> None:
     reader = PlainVectors.open(plain, "embedding", 8)
     assert reader is not None
     reader.close()
+
+
+def test_a_file_cut_short_while_open_is_a_data_error(tmp_path: Path) -> None:
+    """The values are read from the file when asked for: a file truncated since it was
+    opened is one DataError naming it, never rows of zeros or of stale bytes."""
+    vectors = np.random.default_rng(2).standard_normal((300, 16)).astype(np.float32)
+    path = write(tmp_path / "cut.parquet", vector_table(vectors), data_page_size=1000)
+    with PlainVectors(path, "embedding", 16) as plain:
+        assert np.array_equal(plain.read(0, 300), vectors)
+        with open(path, "r+b") as handle:
+            handle.truncate(path.stat().st_size // 2)
+        assert np.array_equal(plain.read(0, 10), vectors[:10])  # before the cut: read
+        with pytest.raises(DataError, match="cut.parquet: the file ends before its vectors"):
+            plain.read(0, 300)
+    with pytest.raises(ValueError, match="closed"):
+        plain.read(0, 1)
 
 
 def damage_base() -> bytes:

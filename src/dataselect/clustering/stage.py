@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -38,6 +37,7 @@ from dataselect.clustering.kmeans import (
 from dataselect.embedding.vectors import check_vector_column, first_vector_dim
 from dataselect.errors import DataError, UsageError
 from dataselect.io.folder_state import artifact_bytes, artifact_path
+from dataselect.io.format import UNIQUE
 from dataselect.io.ids import id_type, resolve_id_column
 from dataselect.io.output import StageOutput
 from dataselect.io.sources import InputDataset, InputShard, open_stage_input
@@ -119,12 +119,12 @@ class ClusterStage:
         self.facts: dict[str, Any] = {}
         self.schema = pa.schema(
             [
-                pa.field("id", id_type(dataset, self.id_column), nullable=False),
+                pa.field("id", id_type(dataset, self.id_column), nullable=False, metadata=UNIQUE),
                 pa.field("cluster", pa.int32(), nullable=False),
-                pa.field("distance", pa.float32(), nullable=False),
+                pa.field("distance", pa.float32(), nullable=False, metadata=UNIQUE),
                 # rows with identical vectors have one hash: kmeans-closest and top-k take
                 # only one of them (sampling/stage.py)
-                pa.field(VECTOR_HASH, pa.uint64(), nullable=False),
+                pa.field(VECTOR_HASH, pa.uint64(), nullable=False, metadata=UNIQUE),
             ]
         )
 
@@ -221,20 +221,11 @@ class ClusterStage:
         assert self.assigner is not None
         column = self.config.vector_column
         batches = iter_vectors(shard, column, self.dim, self.id_column, self.trusted, SEARCH_ROWS)
-        hashes: deque[np.ndarray] = deque()  # one per batch, in order, as assigned
-
-        def hashed(
-            batches: Iterator[tuple[pa.Array, np.ndarray]],
-        ) -> Iterator[tuple[pa.Array, np.ndarray]]:
-            for ids, vectors in batches:
-                hashes.append(vector_hashes(vectors))
-                yield ids, vectors
-
         parts: list[tuple[pa.Array, np.ndarray, np.ndarray, np.ndarray]] = []
         rows = 0
-        for ids, labels, distance in self.assigner.assign_stream(hashed(batches)):
-            parts.append((ids, labels, distance, hashes.popleft()))
-            rows += len(ids)
+        for part in self.assigner.assign_stream(batches, per_row=vector_hashes):
+            parts.append(part)
+            rows += len(part[0])
             if rows >= READ_ROWS:
                 yield self._record_batch(parts)
                 parts, rows = [], 0

@@ -5,6 +5,11 @@ statistics: unit-norm float embeddings shrink by under 10% under zstd, yet every
 of a compressed column is slower, and the cluster stage reads its input twice
 (`python scripts/bench/parquet_codecs.py`). Every other column is zstd-compressed.
 
+A column of distinct values (ids, hashes, distances) is marked ``UNIQUE`` in its stage's
+schema and written without a dictionary: the writer would fill one for each column chunk
+until it outgrew its page and fell back to plain, and that was half the cluster stage's
+write time.
+
 Parquet addresses per-column options by leaf path ("embedding.list.element"); a top-level
 name of a nested column is silently ignored, so the options are keyed by leaf paths here.
 """
@@ -18,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DEFAULT_CODEC = "zstd"
+UNIQUE = {b"dataselect.values": b"unique"}  # field metadata: a column of distinct values
 
 
 def is_vector_type(kind: pa.DataType) -> bool:
@@ -42,15 +48,20 @@ def leaf_paths(schema: pa.Schema) -> list[tuple[str, str]]:
     return out
 
 
+def is_unique(field: pa.Field) -> bool:
+    return bool(field.metadata) and field.metadata.get(b"dataselect.values") == b"unique"
+
+
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     """Keyword arguments for pq.ParquetWriter / pq.write_table for a table of this schema."""
     vectors = {field.name for field in schema if is_vector_type(field.type)}
-    if not vectors:
+    unique = {field.name for field in schema if is_unique(field)}
+    if not vectors and not unique:
         return {"compression": DEFAULT_CODEC, "write_statistics": True}
     leaves = leaf_paths(schema)
     others = [path for top, path in leaves if top not in vectors]
     return {
         "compression": {path: "none" if top in vectors else DEFAULT_CODEC for top, path in leaves},
-        "use_dictionary": others,
+        "use_dictionary": [path for top, path in leaves if top not in vectors | unique],
         "write_statistics": others,
     }
