@@ -49,6 +49,7 @@ bench: $(STAMP) bench-peer-venv
 	$(BIN)/python scripts/bench/padding.py
 	$(BIN)/python scripts/bench/parquet_codecs.py
 	$(BIN)/python scripts/bench/cluster.py
+	$(BIN)/python scripts/bench/assign_parts.py
 	$(BIN)/python scripts/bench/selection_quality.py
 	$(BIN)/python scripts/bench/selection_sensitivity.py
 	$(BIN)/python scripts/bench/adaptive.py

@@ -7,8 +7,8 @@ of a compressed column is slower, and the cluster stage reads its input twice
 
 A column of distinct values (ids, hashes, distances) is marked ``UNIQUE`` in its stage's
 schema and written without a dictionary: the writer would fill one for each column chunk
-until it outgrew its page and fell back to plain, and that was half the cluster stage's
-write time.
+until it outgrew its page and fell back to plain: more than half the cluster stage's write
+time (``scripts/bench/assign_parts.py``).
 
 Parquet addresses per-column options by leaf path ("embedding.list.element"); a top-level
 name of a nested column is silently ignored, so the options are keyed by leaf paths here.
@@ -49,7 +49,7 @@ def leaf_paths(schema: pa.Schema) -> list[tuple[str, str]]:
 
 
 def is_unique(field: pa.Field) -> bool:
-    return bool(field.metadata) and field.metadata.get(b"dataselect.values") == b"unique"
+    return bool(field.metadata) and UNIQUE.items() <= field.metadata.items()
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:

@@ -7,8 +7,8 @@ list without nulls has d floats per row by definition: with that decode the clus
 stage's assignment ran about 1.4x slower (``scripts/bench/cluster.py``, its row "vectors
 decoded by pyarrow"). Here the float bytes of each data page are located from the page
 headers and read as they lie, with one ``preadv`` per page straight into the batch's array:
-half the cost of copying them out of a mapped file, which pays for mapping every page of
-the file on first touch (``scripts/bench/cluster.py``).
+cheaper than copying them out of a mapped file, which pays for mapping every page on first
+touch (``scripts/bench/assign_parts.py``).
 
 Only a layout proven plain is read this way; anything else (a codec, a dictionary or other
 encoding, nulls, another type) is reported as ``None`` and the caller reads with pyarrow.
@@ -162,7 +162,6 @@ class PlainVectors:
                 (metadata.row_group(g).num_rows, metadata.row_group(g).column(leaf)) for g in groups
             ]
         self._file = open(path, "rb")
-        self._closed = False
         try:
             starts: list[int] = [0]  # first value of each page, counted over the shard
             offsets: list[int] = []  # byte offset of each page's first value in the file
@@ -196,7 +195,7 @@ class PlainVectors:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start`` to ``stop`` (exclusive) as a new (n, d) float32 array."""
-        if self._closed:
+        if self._file.closed:
             raise ValueError("read from a closed PlainVectors")
         if not 0 <= start <= stop <= self.rows:
             raise IndexError(f"rows {start}:{stop} of {self.rows}")
@@ -225,7 +224,6 @@ class PlainVectors:
             done += count
 
     def close(self) -> None:
-        self._closed = True
         self._file.close()
 
     def __enter__(self) -> PlainVectors:
