@@ -43,6 +43,28 @@ def test_stage_output_equals_sentence_transformers_encode(tmp_path: Path) -> Non
     assert result.manifest.params["model"] == "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def test_device_cuda_gives_the_cpu_vectors(tmp_path: Path) -> None:
+    """The torch backend on a GPU (run where one exists: skipped on CI's machines). fp32 on
+    CUDA uses other kernels, so the vectors match the CPU's to float rounding, not bytes."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA GPU on this machine")
+    texts = real_or_synthetic_texts(200)
+    texts[3] = "a much longer text " * 60
+    source = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": texts}), source)
+    vectors = {}
+    for device in ("cpu", "cuda"):
+        result = embed(source, tmp_path / device, EmbedConfig(embedder="minilm", device=device),
+                       quiet=True)  # fmt: skip
+        assert result.manifest.params["device"] == device
+        column = pq.read_table(result.output / "part-00000.parquet").column("embedding")
+        vectors[device] = np.array(column.to_pylist(), dtype=np.float32)
+    assert vectors["cuda"].shape == (200, 384)
+    np.testing.assert_allclose(vectors["cuda"], vectors["cpu"], atol=1e-4)
+
+
 def test_device_auto_is_cpu_without_gpu() -> None:
     import torch
 
