@@ -49,6 +49,15 @@ def test_empty_input(cli, tmp_path: Path) -> None:
     (tmp_path / "nothing").mkdir()
     result = hashing(cli, tmp_path / "nothing", tmp_path / "o")
     assert_clean_failure(result, 1, "no Parquet, JSONL or CSV files", output=tmp_path / "o")
+    for files in (["empty.jsonl"], ["a.jsonl", "b.jsonl"]):  # named: the file, else the folder
+        folder = tmp_path / f"jsonl-{len(files)}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text("\n")
+        source = folder / files[0] if len(files) == 1 else folder
+        result = hashing(cli, source, tmp_path / "o")
+        assert_clean_failure(result, 1, f"{source}: the JSONL input has no records",
+                             output=tmp_path / "o")  # fmt: skip
 
 
 def test_null_text_names_file_and_row(cli, tmp_path: Path) -> None:

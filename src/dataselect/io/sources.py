@@ -418,7 +418,8 @@ def _jsonl_schema(files: list[Path]) -> pa.Schema:
         for _, record in json_records(path, first_only=True):
             fields = [pa.field(k, _json_type(path, k, v)) for k, v in record.items()]
             return pa.schema(fields)
-    raise DataError(f"{files[0].parent}: the JSONL input has no records")
+    where = files[0] if len(files) == 1 else files[0].parent  # the file, or the files' folder
+    raise DataError(f"{where}: the JSONL input has no records")
 
 
 def _json_type(path: Path, name: str, value: object) -> pa.DataType:
