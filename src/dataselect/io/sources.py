@@ -269,7 +269,7 @@ def _open_files(root: Path, files: list[Path], fmt: str, shard_rows: int) -> Inp
         InputShard(index=i, path=f, relpath=_relpath(f, root), format=fmt)
         for i, f in enumerate(files)
     ]
-    schema = _jsonl_schema(files) if fmt == "jsonl" else _csv_schema(files)
+    schema = _jsonl_schema(root, files) if fmt == "jsonl" else _csv_schema(files)
     return InputDataset(root, fmt, shards, schema, files=files)
 
 
@@ -412,14 +412,13 @@ def _parquet_metadata(path: Path) -> pq.FileMetaData:
         raise DataError(f"{path}: corrupt or truncated Parquet file ({_one_line(exc)})") from exc
 
 
-def _jsonl_schema(files: list[Path]) -> pa.Schema:
+def _jsonl_schema(root: Path, files: list[Path]) -> pa.Schema:
     """Column names (and types) from the first record of the first non-empty file."""
     for path in files:
         for _, record in json_records(path, first_only=True):
             fields = [pa.field(k, _json_type(path, k, v)) for k, v in record.items()]
             return pa.schema(fields)
-    where = files[0] if len(files) == 1 else files[0].parent  # the file, or the files' folder
-    raise DataError(f"{where}: the JSONL input has no records")
+    raise DataError(f"{root}: the JSONL input has no records")  # the path as given
 
 
 def _json_type(path: Path, name: str, value: object) -> pa.DataType:
